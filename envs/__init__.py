@@ -1,0 +1,15 @@
+"""Task environments; :mod:`backtrack_gym.envs.core` is what they share."""
+
+from backtrack_gym.envs.core import BACKTRACK, Episode, Invalid, Task, TextEnv
+
+__all__ = ["BACKTRACK", "Episode", "Invalid", "Task", "TextEnv", "make_task"]
+
+
+def make_task(name: str, **config: object) -> Task:
+    """The task called ``name`` built from its config fields (``countdown``, ...)."""
+    from backtrack_gym.envs.countdown import CountDownConfig, CountDownTask
+
+    factories = {"countdown": lambda: CountDownTask(CountDownConfig(**config))}
+    if name not in factories:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(factories)}")
+    return factories[name]()

@@ -1,0 +1,408 @@
+"""The small core every task env composes.
+
+A :class:`Task` supplies what is particular to a puzzle: problem generation, the
+rules (state transitions and the goal), and the step grammar (parse a line, render
+a state). :class:`Episode` replays lines through a task with the backtrack stack
+and counts what happened; :class:`TextEnv` is the one Gymnasium env class built on
+both. Rewards are never computed here: they come from :mod:`backtrack_gym.rewards`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, TypeVar
+
+import gymnasium as gym
+from backtrack_gym.rewards.terms import DEFAULT_WEIGHTS, EpisodeStats, breakdown, check_weights, score
+from gymnasium import spaces
+from gymnasium.error import ResetNeeded
+
+BACKTRACK = "<backtrack>"
+SPLITS = ("train", "test")
+INTERACTIONS = ("step", "completion")
+INVALID_POLICIES = ("penalize", "terminate", "ignore")
+MAX_REPORTED_LINES = 16
+
+Problem = TypeVar("Problem")
+State = TypeVar("State")
+Step = TypeVar("Step")
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """Why a line was not applied: ``kind`` is ``"malformed"`` or ``"illegal"``."""
+
+    kind: Literal["malformed", "illegal"]
+    reason: str
+
+
+class Task(ABC, Generic[Problem, State, Step]):
+    """Rules, grammar and generation of one puzzle family.
+
+    Subclasses set ``name``, ``charset`` (every character an observation or a
+    well-formed action may contain) and ``max_line_chars``.
+    """
+
+    name: str
+    charset: str
+    max_line_chars: int = 256
+    max_observation_chars: int = 1024
+
+    # generation
+    @abstractmethod
+    def generate(self, index: int, split: str = "train") -> Problem:
+        """The problem at ``index`` of ``split``; the same arguments give the same problem."""
+
+    @abstractmethod
+    def problem_to_dict(self, problem: Problem) -> dict[str, Any]:
+        """A JSON-serialisable form of ``problem``."""
+
+    @abstractmethod
+    def problem_from_dict(self, data: Mapping[str, Any]) -> Problem:
+        """Inverse of :meth:`problem_to_dict`; raises ``ValueError`` on bad data."""
+
+    # rules
+    @abstractmethod
+    def initial_state(self, problem: Problem) -> State: ...
+
+    @abstractmethod
+    def apply(self, problem: Problem, state: State, step: Step) -> State | Invalid:
+        """The state after ``step``, or why the rules reject it."""
+
+    @abstractmethod
+    def is_solved(self, problem: Problem, state: State) -> bool: ...
+
+    @abstractmethod
+    def legal_steps(self, problem: Problem, state: State) -> list[Step]:
+        """Every step the rules accept in ``state`` (used by random and search agents)."""
+
+    @abstractmethod
+    def solve(self, problem: Problem, state: State) -> list[Step] | None:
+        """Steps from ``state`` to the goal, or None when there are none."""
+
+    # grammar
+    @abstractmethod
+    def parse_step(self, line: str) -> Step | Invalid | None:
+        """Parse one stripped, non-empty line; None means free text that is no step."""
+
+    @abstractmethod
+    def format_step(self, step: Step) -> str: ...
+
+    @abstractmethod
+    def render(self, problem: Problem, state: State) -> str:
+        """The current state as text (the step-mode observation)."""
+
+    def progress(self, problem: Problem, state: State) -> float:
+        """Share of the goal reached in ``state``, in [0, 1] (for partial-credit rewards)."""
+        return 1.0 if self.is_solved(problem, state) else 0.0
+
+    def prompt(self, problem: Problem) -> str:
+        """The text a policy sees first; by default the rendered initial state."""
+        return self.render(problem, self.initial_state(problem))
+
+    def state_info(self, state: State) -> Any:
+        """A JSON-serialisable view of ``state`` for ``info``."""
+        return state
+
+    def state_from_info(self, data: Any) -> State:
+        """Inverse of :meth:`state_info`, so agents can act from ``info`` alone."""
+        return data
+
+    def coerce_problem(self, problem: Any) -> Problem:
+        """Accept a problem object, its dict, or its JSON text (as a data set column)."""
+        if isinstance(problem, str):
+            try:
+                problem = json.loads(problem)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"problem is not valid JSON: {err}") from None
+        if isinstance(problem, Mapping):
+            return self.problem_from_dict(problem)
+        return problem
+
+
+@dataclass
+class StepResult:
+    """What one line did: ``invalid`` is None when it was applied (or was free text)."""
+
+    line: str
+    invalid: Invalid | None = None
+    backtracked: bool = False
+    counted: bool = True
+
+
+class Episode(Generic[Problem, State, Step]):
+    """Replays lines through a task's rules, keeping the backtrack stack and the counts.
+
+    Args:
+        task: the task whose rules and grammar apply.
+        problem: the problem being solved.
+        backtrack: whether ``backtrack_token`` lines may undo steps.
+        backtrack_token: the line that undoes the last applied step.
+    """
+
+    def __init__(self, task: Task, problem: Problem, *, backtrack: bool = True, backtrack_token: str = BACKTRACK):
+        self.task = task
+        self.problem = problem
+        self.backtrack = backtrack
+        self.backtrack_token = backtrack_token
+        self.states: list[State] = [task.initial_state(problem)]
+        self.stats = EpisodeStats()
+        self._update_goal()
+
+    @property
+    def state(self) -> State:
+        return self.states[-1]
+
+    def step(self, line: str) -> StepResult:
+        """Act on one line; blank lines and grammar-allowed free text count as no step."""
+        text = line.strip()
+        if not text:
+            return StepResult(line, counted=False)
+        self.stats.steps += 1
+        if len(text) > self.task.max_line_chars:
+            return self.reject(line, Invalid("malformed", f"line longer than {self.task.max_line_chars} characters"))
+        if text == self.backtrack_token:
+            if not self.backtrack:
+                return self.reject(line, Invalid("illegal", "backtracking is off in this env"))
+            if len(self.states) == 1:
+                return self.reject(line, Invalid("illegal", "nothing to undo"))
+            self.states.pop()
+            self.stats.backtracks += 1
+            self._update_goal()
+            return StepResult(line, backtracked=True)
+        step = self.task.parse_step(text)
+        if step is None:
+            self.stats.steps -= 1
+            return StepResult(line, counted=False)
+        if isinstance(step, Invalid):
+            return self.reject(line, step)
+        new_state = self.task.apply(self.problem, self.state, step)
+        if isinstance(new_state, Invalid):
+            return self.reject(line, new_state)
+        self.states.append(new_state)
+        self.stats.valid += 1
+        self._update_goal()
+        return StepResult(line)
+
+    def _update_goal(self) -> None:
+        self.stats.solved = self.task.is_solved(self.problem, self.state)
+        self.stats.progress = self.task.progress(self.problem, self.state)
+
+    def run(
+        self, text: str, *, max_steps: int, stop_on_invalid: bool = False
+    ) -> tuple[list[dict[str, Any]], StepResult | None]:
+        """Replay a whole output line by line until solved, out of steps, or (optionally) invalid.
+
+        Returns the first invalid lines (number, text, reason) and the last step's result.
+        """
+        invalid_lines: list[dict[str, Any]] = []
+        last = None
+        for number, line in enumerate(text.split("\n"), start=1):
+            if self.stats.steps >= max_steps or self.stats.solved:
+                break
+            result = self.step(line)
+            if not result.counted:
+                continue
+            last = result
+            if result.invalid is not None:
+                if len(invalid_lines) < MAX_REPORTED_LINES:
+                    invalid_lines.append({"line": number, "text": line[:80], "reason": result.invalid.reason})
+                if stop_on_invalid:
+                    break
+        return invalid_lines, last
+
+    def reject(self, line: str, invalid: Invalid) -> StepResult:
+        """Count ``line`` as an invalid step that leaves the state as it was."""
+        if invalid.kind == "malformed":
+            self.stats.malformed += 1
+        else:
+            self.stats.illegal += 1
+        return StepResult(line, invalid=invalid)
+
+
+class TextEnv(gym.Env[str, str]):
+    """Shared Gymnasium machinery of the text envs; see each task's env for its docs.
+
+    Args:
+        task: the task (rules, grammar, generation).
+        split: ``"train"`` or ``"test"`` (held-out) problems.
+        interaction: ``"step"`` (one action is one line) or ``"completion"`` (one
+            action is a whole output, replayed line by line).
+        backtrack: whether the backtrack line undoes the last step.
+        backtrack_token: the line that backtracks (default ``<backtrack>``).
+        max_steps: step budget of an episode (lines in completion mode).
+        invalid_policy: ``"penalize"`` (an invalid step costs ``invalid_penalty``
+            and the episode goes on), ``"terminate"`` (the episode ends at the
+            first invalid step) or ``"ignore"`` (no cost; the step still uses the
+            budget). Invalid steps never change the state.
+        invalid_penalty: the cost of one invalid step under ``"penalize"``; added to
+            the ``format`` and ``validity`` term weights.
+        reward_weights: weights of the terms in :mod:`backtrack_gym.rewards`;
+            default ``{"correct": 1.0}``.
+        max_action_chars: longest action accepted; a longer one is one malformed step.
+        render_mode: ``"ansi"`` or ``"human"``.
+    """
+
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+
+    def __init__(
+        self,
+        task: Task,
+        *,
+        split: str = "train",
+        interaction: str = "step",
+        backtrack: bool = False,
+        backtrack_token: str = BACKTRACK,
+        max_steps: int = 64,
+        invalid_policy: str = "penalize",
+        invalid_penalty: float = 0.1,
+        reward_weights: Mapping[str, float] | None = None,
+        max_action_chars: int | None = None,
+        render_mode: str | None = None,
+    ):
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if interaction not in INTERACTIONS:
+            raise ValueError(f"interaction must be one of {INTERACTIONS}, got {interaction!r}")
+        if invalid_policy not in INVALID_POLICIES:
+            raise ValueError(f"invalid_policy must be one of {INVALID_POLICIES}, got {invalid_policy!r}")
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']}, got {render_mode!r}")
+        self.task = task
+        self.split = split
+        self.interaction = interaction
+        self.backtrack = backtrack
+        self.backtrack_token = backtrack_token
+        self.max_steps = max_steps
+        self.invalid_policy = invalid_policy
+        self.render_mode = render_mode
+        weights = dict(DEFAULT_WEIGHTS if reward_weights is None else check_weights(reward_weights))
+        if invalid_policy == "penalize":
+            for term in ("format", "validity"):
+                weights[term] = weights.get(term, 0.0) + invalid_penalty
+        self.reward_weights = weights
+        line_chars = task.max_line_chars + 1
+        if max_action_chars is None:
+            max_action_chars = line_chars if interaction == "step" else line_chars * max_steps
+        self.max_action_chars = max_action_chars
+        self.action_space = spaces.Text(max_length=max_action_chars, charset=task.charset)
+        self.observation_space = spaces.Text(max_length=task.max_observation_chars, charset=task.charset)
+        self.problem: Any = None
+        self.episode: Episode | None = None
+        self.done = False
+        self.last: StepResult | None = None
+        self.invalid_lines: list[dict[str, Any]] = []
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+        """Start an episode.
+
+        ``options`` may hold ``"problem"`` (a problem, its dict or JSON) to pin the
+        problem, or ``"index"`` to take that item of the split. Otherwise an index is
+        drawn from the env's seeded generator, so ``reset(seed=s)`` is deterministic.
+        """
+        super().reset(seed=seed)
+        options = options or {}
+        if options.get("problem") is not None:
+            self.problem = self.task.coerce_problem(options["problem"])
+        else:
+            index = options.get("index")
+            if index is None:
+                index = int(self.np_random.integers(0, 2**62))
+            self.problem = self.task.generate(int(index), self.split)
+        self.episode = Episode(self.task, self.problem, backtrack=self.backtrack, backtrack_token=self.backtrack_token)
+        self.done = False
+        self.last = None
+        self.invalid_lines = []
+        return self.task.prompt(self.problem), self._info()
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        """Act; see the class docstring for the outcome of each kind of action.
+
+        Raises:
+            gymnasium.error.ResetNeeded: when called before ``reset`` or after the
+                episode ended.
+            TypeError: when ``action`` is not a ``str``.
+        """
+        if self.episode is None or self.done:
+            raise ResetNeeded("call reset() before step(): the episode has ended or not begun")
+        if not isinstance(action, str):
+            raise TypeError(f"an action is a str, got {type(action).__name__}")
+        episode = self.episode
+        before = self._score()
+        self.invalid_lines = []
+        if len(action) > self.max_action_chars:
+            episode.stats.steps += 1
+            reason = f"action longer than {self.max_action_chars} characters"
+            self.last = episode.reject(action[:80], Invalid("malformed", reason))
+        elif self.interaction == "step":
+            self.last = self._act_line(action.rstrip("\n"))
+        else:
+            self.invalid_lines, self.last = episode.run(
+                action, max_steps=self.max_steps, stop_on_invalid=self.invalid_policy == "terminate"
+            )
+        terminated = episode.stats.solved or self._stops(self.last) or self.interaction == "completion"
+        truncated = not terminated and episode.stats.steps >= self.max_steps
+        self.done = terminated or truncated
+        reward = self._score() - before
+        if self.render_mode == "human":
+            print(self.render())
+        return self.task.render(self.problem, episode.state), reward, terminated, truncated, self._info()
+
+    def _act_line(self, line: str) -> StepResult:
+        """One step-mode action: every action uses the budget, even blank or free text."""
+        episode = self.episode
+        if "\n" in line:
+            episode.stats.steps += 1
+            return episode.reject(line, Invalid("malformed", "a step-mode action is one line"))
+        if not line.strip():
+            episode.stats.steps += 1
+            return episode.reject(line, Invalid("malformed", "empty step"))
+        result = episode.step(line)
+        if not result.counted:
+            episode.stats.steps += 1
+        return result
+
+    def _stops(self, result: StepResult | None) -> bool:
+        return result is not None and result.invalid is not None and self.invalid_policy == "terminate"
+
+    def _score(self) -> float:
+        return score(self.episode.stats, self.reward_weights)
+
+    def _info(self) -> dict[str, Any]:
+        stats = self.episode.stats
+        last = self.last
+        return {
+            "problem": self.task.problem_to_dict(self.problem),
+            "state": self.task.state_info(self.episode.state),
+            "interaction": self.interaction,
+            "backtrack": self.backtrack,
+            "backtrack_token": self.backtrack_token,
+            "steps": stats.steps,
+            "valid_steps": stats.valid,
+            "invalid_steps": stats.invalid,
+            "malformed_steps": stats.malformed,
+            "illegal_steps": stats.illegal,
+            "backtracks": stats.backtracks,
+            "solved": stats.solved,
+            "progress": stats.progress,
+            "last_valid": last is not None and last.invalid is None,
+            "last_reason": None if last is None or last.invalid is None else last.invalid.reason,
+            "invalid_lines": list(self.invalid_lines),
+            "reward_terms": breakdown(stats, self.reward_weights),
+        }
+
+    def render(self) -> str | None:
+        if self.render_mode is None or self.episode is None:
+            return None
+        stats = self.episode.stats
+        status = "solved" if stats.solved else f"step {stats.steps}/{self.max_steps}"
+        counts = f"[{status}, {stats.backtracks} backtracks, {stats.invalid} invalid]"
+        text = f"{self.task.render(self.problem, self.episode.state)}\n{counts}"
+        if self.last is not None and self.last.invalid is not None:
+            text += f"\n\x1b[31minvalid: {self.last.invalid.reason}\x1b[0m"
+        return text

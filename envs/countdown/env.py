@@ -1,0 +1,144 @@
+"""The CountDown task and its Gymnasium env ``backtrack_gym/CountDown-v0``."""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from backtrack_gym.envs.core import Invalid, Task, TextEnv
+from backtrack_gym.envs.countdown import grammar, rules
+from backtrack_gym.envs.countdown.generator import CountDownConfig, CountDownProblem, generate
+from backtrack_gym.envs.expr import Value, evaluate, format_value
+
+State = tuple[Value, ...]
+
+
+class CountDownTask(Task[CountDownProblem, State, rules.Step]):
+    """CountDown rules, grammar and generation for one :class:`CountDownConfig`."""
+
+    name = "countdown"
+    charset = string.ascii_letters + string.digits + " +-*/=()|:<>\n"
+    max_line_chars = 128
+
+    def __init__(self, config: CountDownConfig | None = None):
+        self.config = (config or CountDownConfig()).validate()
+        self.rules = self.config.rules
+        # Every number in a state was typed in a step (or given), so its width is capped.
+        number_chars = 2 * grammar.STEP_LIMITS.max_digits + 2
+        self.max_observation_chars = 64 + number_chars * self.config.num_count
+
+    def generate(self, index: int, split: str = "train") -> CountDownProblem:
+        return generate(self.config, index, split)
+
+    def problem_to_dict(self, problem: CountDownProblem) -> dict[str, Any]:
+        return problem.to_dict()
+
+    def problem_from_dict(self, data: Mapping[str, Any]) -> CountDownProblem:
+        problem = CountDownProblem.from_dict(data)
+        if len(problem.numbers) > self.config.num_count:
+            raise ValueError(f"this env takes at most {self.config.num_count} numbers, got {len(problem.numbers)}")
+        return problem
+
+    def initial_state(self, problem: CountDownProblem) -> State:
+        return problem.numbers
+
+    def apply(self, problem: CountDownProblem, state: State, step: rules.Step) -> State | Invalid:
+        return rules.apply_step(self.rules, state, step)
+
+    def is_solved(self, problem: CountDownProblem, state: State) -> bool:
+        if self.config.use_all_numbers:
+            return len(state) == 1 and state[0] == problem.target
+        return problem.target in state
+
+    def legal_steps(self, problem: CountDownProblem, state: State) -> list[rules.Step]:
+        return rules.legal_steps(self.rules, state)
+
+    def solve(self, problem: CountDownProblem, state: State) -> list[rules.Step] | None:
+        return rules.solve(self.rules, state, problem.target, self.config.use_all_numbers)
+
+    def parse_step(self, line: str) -> rules.Step | Invalid:
+        return grammar.parse_step(line)
+
+    def format_step(self, step: rules.Step) -> str:
+        return str(step)
+
+    def render(self, problem: CountDownProblem, state: State) -> str:
+        return grammar.render(problem, state)
+
+    def state_info(self, state: State) -> list[str]:
+        return [format_value(n) for n in state]
+
+    def state_from_info(self, data: list[str]) -> State:
+        return tuple(evaluate(text) for text in data)
+
+
+class CountDownEnv(TextEnv):
+    """Reach a target number by combining the given numbers with ``+ - * /``.
+
+    ## Description
+
+    A problem gives ``num_count`` numbers and a target, e.g. target 24 from
+    ``3 5 7 8``. A step takes two available numbers, combines them with one
+    operation and puts the result back in their place. The target must appear
+    among the numbers (or, with ``use_all_numbers``, be the only number left). By
+    default every result must be a non-negative integer, so division must be exact.
+    Problems are solvable by construction.
+
+    ## Action Space
+
+    ``Text`` over the env's charset. A step is one line ``a op b = c`` (spaces are
+    optional; fraction or negative operands are written ``(7/2)``, ``(-3)``). The
+    line ``<backtrack>`` undoes the last applied step when the env is made with
+    ``backtrack=True``. In ``interaction="step"`` one action is one line; in
+    ``interaction="completion"`` one action is a whole output that is replayed line
+    by line, blank lines skipped, stopping when the target is reached.
+
+    ## Observation Space
+
+    ``Text``: ``Target: 24 | Numbers: 3 5 7 8`` - the target and the numbers now
+    available. The first observation is the same line for the initial numbers.
+
+    ## Rewards
+
+    From :mod:`backtrack_gym.rewards`: ``correct`` (1 once solved) by default;
+    ``format``, ``validity``, ``length`` and ``backtrack`` terms by weight. Each
+    step's reward is the change of the weighted total, so an episode's return is
+    the same in both interaction modes. Under ``invalid_policy="penalize"`` each
+    malformed or illegal step costs ``invalid_penalty``.
+
+    ## Starting State
+
+    The problem is drawn from the split's stream: ``reset(seed=s)`` picks the same
+    problem for the same ``s``; ``options={"index": i}`` takes item ``i`` and
+    ``options={"problem": {"numbers": [...], "target": t}}`` pins a problem.
+
+    ## Episode End
+
+    Terminated when the target is reached, after the one action of completion
+    mode, or at an invalid step under ``invalid_policy="terminate"``. Truncated
+    when ``max_steps`` steps have been taken. ``step`` after the end raises
+    ``gymnasium.error.ResetNeeded``; a non-``str`` action raises ``TypeError``.
+    Any string is a defined outcome: an invalid step with its reason in
+    ``info["last_reason"]`` (and ``info["invalid_lines"]`` in completion mode).
+
+    ## Arguments
+
+    ``config`` (a :class:`CountDownConfig`) or any of its fields as keywords
+    (``num_count``, ``number_min``, ``number_max``, ``target_min``, ``target_max``,
+    ``held_out_fraction``, ``seed``, ``allow_negative``, ``allow_fractions``,
+    ``use_all_numbers``); and ``split``, ``interaction``, ``backtrack``,
+    ``max_steps``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
+    ``max_action_chars``, ``render_mode`` as described in
+    :class:`backtrack_gym.envs.core.TextEnv`.
+    """
+
+    def __init__(
+        self, config: CountDownConfig | Mapping[str, Any] | None = None, *, max_steps: int = 16, **kwargs: Any
+    ):
+        config_fields = {k: kwargs.pop(k) for k in list(kwargs) if k in CountDownConfig.field_names()}
+        if isinstance(config, Mapping):
+            config = CountDownConfig(**config)
+        config = replace(config or CountDownConfig(), **config_fields)
+        super().__init__(CountDownTask(config), max_steps=max_steps, **kwargs)

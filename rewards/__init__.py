@@ -1,0 +1,35 @@
+"""The one place answers are scored: reward terms, their composition, and the TRL adapter."""
+
+from typing import Any
+
+from backtrack_gym.rewards.terms import (
+    DEFAULT_WEIGHTS,
+    TERMS,
+    EpisodeStats,
+    breakdown,
+    check_weights,
+    compose,
+    score,
+)
+
+_ADAPTERS = ("completion_text", "replay_stats", "trl_reward_functions")
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "TERMS",
+    "EpisodeStats",
+    "breakdown",
+    "check_weights",
+    "compose",
+    "score",
+    *_ADAPTERS,
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The adapters replay through the envs, which import the terms: load them lazily.
+    if name in _ADAPTERS:
+        from backtrack_gym.rewards import adapters
+
+        return getattr(adapters, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

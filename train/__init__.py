@@ -1,0 +1,1 @@
+"""Data building, tokenizer and model factory, SFT, GRPO and evaluation."""
