@@ -6,7 +6,19 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
+
 from backtrack_gym.envs.core import Task
+
+
+def info_at(infos: dict[str, Any], index: int) -> dict[str, Any]:
+    """The ``info`` of sub-env ``index`` from a Gymnasium vector env's batched infos."""
+    out = {}
+    for key, value in infos.items():
+        if key.startswith("_"):
+            continue
+        item = info_at(value, index) if isinstance(value, dict) else value[index]
+        out[key] = item.item() if isinstance(item, np.generic) else item
+    return out
 
 
 class Agent(ABC):

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 import gymnasium as gym
-from backtrack_gym.rewards.terms import DEFAULT_WEIGHTS, EpisodeStats, breakdown, check_weights, score
-from gymnasium import spaces
 from gymnasium.error import ResetNeeded
+
+from backtrack_gym.envs.text_space import TextSpace
+from backtrack_gym.rewards.terms import DEFAULT_WEIGHTS, EpisodeStats, breakdown, check_weights, score
 
 BACKTRACK = "<backtrack>"
 SPLITS = ("train", "test")
@@ -290,8 +291,8 @@ class TextEnv(gym.Env[str, str]):
         if max_action_chars is None:
             max_action_chars = line_chars if interaction == "step" else line_chars * max_steps
         self.max_action_chars = max_action_chars
-        self.action_space = spaces.Text(max_length=max_action_chars, charset=task.charset)
-        self.observation_space = spaces.Text(max_length=task.max_observation_chars, charset=task.charset)
+        self.action_space = TextSpace(max_length=max_action_chars, charset=task.charset)
+        self.observation_space = TextSpace(max_length=task.max_observation_chars, charset=task.charset)
         self.problem: Any = None
         self.episode: Episode | None = None
         self.done = False
@@ -350,7 +351,7 @@ class TextEnv(gym.Env[str, str]):
         self.done = terminated or truncated
         reward = self._score() - before
         if self.render_mode == "human":
-            print(self.render())
+            self.render()
         return self.task.render(self.problem, episode.state), reward, terminated, truncated, self._info()
 
     def _act_line(self, line: str) -> StepResult:
@@ -405,4 +406,7 @@ class TextEnv(gym.Env[str, str]):
         text = f"{self.task.render(self.problem, self.episode.state)}\n{counts}"
         if self.last is not None and self.last.invalid is not None:
             text += f"\n\x1b[31minvalid: {self.last.invalid.reason}\x1b[0m"
+        if self.render_mode == "human":
+            print(text)
+            return None
         return text

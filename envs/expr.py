@@ -53,7 +53,8 @@ class ExprLimits:
 
 DEFAULT_LIMITS = ExprLimits()
 
-_TOKEN = re.compile(r"[ \t]*(?:([0-9]+(?:\.[0-9]+)?)|([-+*/()%]))")
+_TOKEN = re.compile(r"[0-9]+(?:\.[0-9]+)?|[-+*/()%]|[ \t]+|.", re.DOTALL)
+_SYMBOLS = frozenset("+-*/()%")
 
 
 class Node:
@@ -118,24 +119,20 @@ def tokenize(text: str, limits: ExprLimits = DEFAULT_LIMITS) -> list[str]:
     if len(text) > limits.max_chars:
         raise ExprError(f"expression longer than {limits.max_chars} characters")
     tokens: list[str] = []
-    pos, end = 0, len(text.rstrip(" \t"))
-    while pos < end:
-        match = _TOKEN.match(text, pos)
-        if match is None:
-            bad = text[pos:].lstrip(" \t")[:1]
-            raise ExprError(f"unexpected character {bad!r}")
-        number, symbol = match.groups()
-        if number is not None:
-            if "." in number and not limits.decimals:
+    for token in _TOKEN.findall(text):
+        head = token[0]
+        if "0" <= head <= "9":
+            if "." in token and not limits.decimals:
                 raise ExprError("decimal numbers are not allowed")
-            if len(number) > limits.max_digits:
+            if len(token) > limits.max_digits:
                 raise ExprError(f"number longer than {limits.max_digits} digits")
-            tokens.append(number)
-        else:
-            if symbol == "%" and not limits.percent:
-                raise ExprError("'%' is not allowed")
-            tokens.append(symbol)
-        pos = match.end()
+        elif head in " \t":
+            continue
+        elif head not in _SYMBOLS:
+            raise ExprError(f"unexpected character {head!r}")
+        elif head == "%" and not limits.percent:
+            raise ExprError("'%' is not allowed")
+        tokens.append(token)
     return tokens
 
 
@@ -206,7 +203,7 @@ class _Parser:
                 raise ExprError("expected ')'")
             node.grouped = True
             return node
-        if token[0].isdigit():
+        if "0" <= token[0] <= "9":
             value = _normal(Fraction(token)) if "." in token else int(token)
             return Node("num", value)
         raise ExprError(f"unexpected {token!r}")

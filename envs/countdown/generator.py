@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+
 from backtrack_gym.envs.countdown.rules import OPS, Rules, combine, solve
 
 SPLIT_KEYS = {"train": 0, "test": 1}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from dataclasses import replace
 
 from backtrack_gym.envs.core import Invalid
 from backtrack_gym.envs.countdown.generator import CountDownProblem
@@ -11,6 +11,7 @@ from backtrack_gym.envs.expr import ExprError, ExprLimits, Node, Value, format_v
 
 STEP_LIMITS = ExprLimits(max_chars=128, max_depth=4)
 ANSWER_LIMITS = ExprLimits(max_chars=256, max_depth=16, unary_minus=False)
+SIGNED_ANSWER_LIMITS = replace(ANSWER_LIMITS, unary_minus=True)
 DEFAULT_RULES = Rules()
 STEP_SHAPE = "a step is 'a op b = c' with op one of + - * /"
 
@@ -58,15 +59,16 @@ def check_answer(
     intermediate value must obey ``rules``. The parser runs no code and is bounded.
     """
     try:
-        node = parse(text, ANSWER_LIMITS)
+        # A leading minus negates a given number, which only signed rules allow.
+        node = parse(text, SIGNED_ANSWER_LIMITS if rules.allow_negative else ANSWER_LIMITS)
     except ExprError as err:
         return f"not an expression: {err}"
-    used = Counter(node.leaves())
-    given = Counter(problem.numbers)
-    if used - given:
-        return f"uses numbers that are not given: {sorted(format_value(v) for v in (used - given).elements())}"
-    if use_all and used != given:
-        return f"does not use every number: {sorted(format_value(v) for v in (given - used).elements())} unused"
+    used = sorted(node.leaves())
+    given = sorted(problem.numbers)
+    if used != given and (use_all or not _is_sub_multiset(used, given)):
+        return f"uses {' '.join(map(format_value, used))}; the numbers are {' '.join(map(str, given))}" + (
+            ", each exactly once" if use_all else ", each at most once"
+        )
     for value in node.inner_values():
         reason = rules.admits(value)
         if reason:
@@ -79,3 +81,9 @@ def check_answer(
 def verify_answer(problem: CountDownProblem, text: str, rules: Rules = DEFAULT_RULES, use_all: bool = True) -> bool:
     """True when :func:`check_answer` finds nothing wrong."""
     return check_answer(problem, text, rules, use_all) is None
+
+
+def _is_sub_multiset(small: list[Value], big: list[Value]) -> bool:
+    """Whether sorted ``small`` fits inside sorted ``big`` (a multiset inclusion)."""
+    rest = iter(big)
+    return all(any(x == y for y in rest) for x in small)
