@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 
 ENV_IDS = {
     "backtrack_gym/CountDown-v0": "backtrack_gym.envs.countdown.env:CountDownEnv",
+    "backtrack_gym/Math-v0": "backtrack_gym.envs.math.env:MathEnv",
     "backtrack_gym/Sudoku-v0": "backtrack_gym.envs.sudoku.env:SudokuEnv",
     "backtrack_gym/SudokuGrid-v0": "backtrack_gym.envs.sudoku.structured:SudokuGridEnv",
 }

@@ -8,10 +8,12 @@ __all__ = ["BACKTRACK", "Episode", "Invalid", "Task", "TextEnv", "make_task"]
 def make_task(name: str, **config: object) -> Task:
     """The task called ``name`` built from its config fields (``countdown``, ...)."""
     from backtrack_gym.envs.countdown import CountDownConfig, CountDownTask
+    from backtrack_gym.envs.math import MathConfig, MathTask
     from backtrack_gym.envs.sudoku import SudokuConfig, SudokuTask
 
     factories = {
         "countdown": lambda: CountDownTask(CountDownConfig(**config)),
+        "math": lambda: MathTask(MathConfig(**config)),
         "sudoku": lambda: SudokuTask(SudokuConfig(**config)),
     }
     if name not in factories:
