@@ -136,65 +136,71 @@ def tokenize(text: str, limits: ExprLimits = DEFAULT_LIMITS) -> list[str]:
     return tokens
 
 
+_END = ""  # sentinel token after the last one, so lookahead needs no bounds check
+
+
 class _Parser:
     def __init__(self, tokens: list[str], limits: ExprLimits):
-        self.tokens = tokens
+        self.tokens = [*tokens, _END]
         self.pos = 0
         self.limits = limits
-
-    def peek(self) -> str | None:
-        return self.tokens[self.pos] if self.pos < len(self.tokens) else None
+        self.max_bits = limits.max_bits
 
     def take(self) -> str:
-        token = self.peek()
-        if token is None:
+        token = self.tokens[self.pos]
+        if token is _END:
             raise ExprError("expression ends too early")
         self.pos += 1
         return token
 
-    def checked(self, node: Node) -> Node:
-        value = node.value
+    def combine(self, op: str, left: Node, right: Node) -> Node:
+        value = apply_op(op, left.value, right.value)
         if isinstance(value, Fraction):
-            too_big = max(abs(value.numerator).bit_length(), value.denominator.bit_length())
+            bits = max(abs(value.numerator).bit_length(), value.denominator.bit_length())
         else:
-            too_big = abs(value).bit_length()
-        if too_big > self.limits.max_bits:
+            bits = abs(value).bit_length()
+        if bits > self.max_bits:
             raise ExprError("number too large")
-        return node
+        return Node(op, value, left, right)
 
     def expr(self, depth: int) -> Node:
         node = self.term(depth)
-        while self.peek() in ("+", "-"):
-            op = self.take()
-            right = self.term(depth)
-            node = self.checked(Node(op, apply_op(op, node.value, right.value), node, right))
+        tokens = self.tokens
+        while tokens[self.pos] in ("+", "-"):
+            op = tokens[self.pos]
+            self.pos += 1
+            node = self.combine(op, node, self.term(depth))
         return node
 
     def term(self, depth: int) -> Node:
         node = self.unary(depth)
-        while self.peek() in ("*", "/"):
-            op = self.take()
-            right = self.unary(depth)
-            node = self.checked(Node(op, apply_op(op, node.value, right.value), node, right))
+        tokens = self.tokens
+        while tokens[self.pos] in ("*", "/"):
+            op = tokens[self.pos]
+            self.pos += 1
+            node = self.combine(op, node, self.unary(depth))
         return node
 
     def unary(self, depth: int) -> Node:
-        if self.peek() == "-":
+        tokens = self.tokens
+        if tokens[self.pos] == "-":
             if not self.limits.unary_minus:
                 raise ExprError("unary minus is not allowed")
-            self.take()
             if depth >= self.limits.max_depth:
                 raise ExprError("expression nested too deeply")
+            self.pos += 1
             operand = self.unary(depth + 1)
             return Node("neg", -operand.value, operand)
         node = self.primary(depth)
-        while self.peek() == "%":
-            self.take()
+        while tokens[self.pos] == "%":
+            self.pos += 1
             node = Node("%", apply_op("/", node.value, 100), node)
         return node
 
     def primary(self, depth: int) -> Node:
         token = self.take()
+        if "0" <= token[0] <= "9":
+            return Node("num", _normal(Fraction(token)) if "." in token else int(token))
         if token == "(":
             if depth >= self.limits.max_depth:
                 raise ExprError("expression nested too deeply")
@@ -203,9 +209,6 @@ class _Parser:
                 raise ExprError("expected ')'")
             node.grouped = True
             return node
-        if "0" <= token[0] <= "9":
-            value = _normal(Fraction(token)) if "." in token else int(token)
-            return Node("num", value)
         raise ExprError(f"unexpected {token!r}")
 
 

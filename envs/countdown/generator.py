@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from backtrack_gym.envs.countdown.rules import OPS, Rules, combine, solve
+from backtrack_gym.envs.countdown.rules import OPS, Rules, combine, is_solvable
 
 SPLIT_KEYS = {"train": 0, "test": 1}
 
@@ -164,7 +164,7 @@ def generate(config: CountDownConfig, index: int, split: str = "train") -> Count
         value = _random_combination(rng, rules, numbers)
         if value in targets and value not in numbers:
             problem = CountDownProblem(tuple(numbers), int(value))
-            if config.verify and solve(rules, problem.numbers, problem.target, config.use_all_numbers) is None:
+            if config.verify and not is_solvable(rules, problem.numbers, problem.target, config.use_all_numbers):
                 raise AssertionError(f"generated an unsolvable problem {problem}")
             return problem
     raise RuntimeError(

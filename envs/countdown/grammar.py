@@ -69,10 +69,11 @@ def check_answer(
         return f"uses {' '.join(map(format_value, used))}; the numbers are {' '.join(map(str, given))}" + (
             ", each exactly once" if use_all else ", each at most once"
         )
-    for value in node.inner_values():
-        reason = rules.admits(value)
-        if reason:
-            return reason
+    if not (rules.allow_negative and rules.allow_fractions):
+        for value in node.inner_values():
+            reason = rules.admits(value)
+            if reason:
+                return reason
     if node.value != problem.target:
         return f"evaluates to {format_value(node.value)}, not {problem.target}"
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cache
@@ -89,46 +90,72 @@ def apply_step(rules: Rules, numbers: tuple[Value, ...], step: Step) -> tuple[Va
     return (*rest, value)
 
 
-def legal_steps(rules: Rules, numbers: tuple[Value, ...]) -> list[Step]:
-    """Every step allowed from ``numbers`` (each unordered pair once for ``+`` and ``*``)."""
-    steps = []
+def _moves(rules: Rules, numbers: tuple[Value, ...]) -> Iterator[tuple[Value, str, Value, Value, tuple[Value, ...]]]:
+    """Each allowed ``(a, op, b, result, numbers after)``, commutative pairs and duplicates once."""
     seen = set()
-    for i, a in enumerate(numbers):
-        for j, b in enumerate(numbers):
+    count = len(numbers)
+    for i in range(count):
+        for j in range(count):
             if i == j:
                 continue
+            a, b = numbers[i], numbers[j]
+            rest = None
             for op in OPS:
-                if op in "+*" and i > j:
+                if (op in "+*" and i > j) or (a, op, b) in seen:
                     continue
-                key = (a, op, b)
-                if key in seen:
-                    continue
-                seen.add(key)
+                seen.add((a, op, b))
                 value = combine(rules, op, a, b)
-                if not isinstance(value, str):
-                    steps.append(Step(a, op, b, value))
-    return steps
+                if isinstance(value, str):
+                    continue
+                if rest is None:
+                    rest = tuple(x for k, x in enumerate(numbers) if k != i and k != j)
+                yield a, op, b, value, (*rest, value)
+
+
+def legal_steps(rules: Rules, numbers: tuple[Value, ...]) -> list[Step]:
+    """Every step allowed from ``numbers`` (each unordered pair once for ``+`` and ``*``)."""
+    return [Step(a, op, b, value) for a, op, b, value, _ in _moves(rules, numbers)]
+
+
+def _goal(numbers: tuple[Value, ...], target: Value, use_all: bool) -> bool:
+    return target in numbers and (not use_all or len(numbers) == 1)
+
+
+def is_solvable(rules: Rules, numbers: tuple[Value, ...], target: Value, use_all: bool = False) -> bool:
+    """Whether any steps reach ``target``: depth-first with a memo of dead states."""
+    dead: set[tuple[Value, ...]] = set()
+
+    def search(state: tuple[Value, ...]) -> bool:
+        if _goal(state, target, use_all):
+            return True
+        if len(state) < 2 or state in dead:
+            return False
+        if any(search(tuple(sorted(child))) for *_, child in _moves(rules, state)):
+            return True
+        dead.add(state)
+        return False
+
+    return search(tuple(sorted(numbers)))
 
 
 def solve(rules: Rules, numbers: tuple[Value, ...], target: Value, use_all: bool = False) -> list[Step] | None:
     """A shortest list of steps that reaches ``target``, or None if no steps can.
 
-    Exhaustive iterative deepening over all step sequences, with states canonicalised
-    (sorted) and memoised, so None is a proof that the problem has no solution.
+    Iterative deepening over all step sequences, states canonicalised (sorted) and
+    memoised per remaining depth, so None is a proof that there is no solution.
     With ``use_all`` the goal is that the only number left is the target.
     """
 
     @cache
     def search(state: tuple[Value, ...], depth: int) -> tuple[Step, ...] | None:
-        if (len(state) == 1 if use_all else True) and target in state:
+        if _goal(state, target, use_all):
             return ()
         if depth == 0 or len(state) < 2:
             return None
-        for step in legal_steps(rules, state):
-            child = tuple(sorted(remove_pair(state, step.left, step.right) + (step.result,)))
-            rest = search(child, depth - 1)
+        for a, op, b, value, child in _moves(rules, state):
+            rest = search(tuple(sorted(child)), depth - 1)
             if rest is not None:
-                return (step, *rest)
+                return (Step(a, op, b, value), *rest)
         return None
 
     start = tuple(sorted(numbers))
