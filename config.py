@@ -55,6 +55,10 @@ def convert(value: Any, hint: Any, name: str) -> Any:
     kind = _kind(hint)
     if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and kind is not str):
         return None
+    if kind in (tuple, list) and isinstance(value, (str, list, tuple)):
+        items = value.split(",") if isinstance(value, str) else value
+        item_hint = (typing.get_args(_unwrap_optional(hint)) or (str,))[0]
+        return kind(convert(item.strip() if isinstance(item, str) else item, item_hint, name) for item in items)
     try:
         if kind is bool:
             if isinstance(value, bool):
@@ -63,10 +67,6 @@ def convert(value: Any, hint: Any, name: str) -> Any:
             if text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
                 return text in ("1", "true", "yes", "on")
             raise ValueError(value)
-        if kind in (tuple, list):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            item_hint = (typing.get_args(_unwrap_optional(hint)) or (str,))[0]
-            return kind(convert(item.strip() if isinstance(item, str) else item, item_hint, name) for item in items)
         if kind is dict and not isinstance(value, dict):
             raise ValueError(value)
         return value if kind is dict else kind(value)
