@@ -13,6 +13,7 @@ from backtrack_gym.rewards.terms import (
 )
 
 _ADAPTERS = ("completion_text", "replay_stats", "trl_reward_functions")
+_MATH = ("math_answer_reward",)
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -23,6 +24,7 @@ __all__ = [
     "compose",
     "score",
     *_ADAPTERS,
+    *_MATH,
 ]
 
 
@@ -32,4 +34,8 @@ def __getattr__(name: str) -> Any:
         from backtrack_gym.rewards import adapters
 
         return getattr(adapters, name)
+    if name in _MATH:
+        from backtrack_gym.rewards import math as math_rewards
+
+        return getattr(math_rewards, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

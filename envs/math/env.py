@@ -6,6 +6,7 @@ import itertools
 import re
 from collections.abc import Mapping
 from dataclasses import replace
+from functools import lru_cache
 from typing import Any
 
 from backtrack_gym.envs.core import Invalid, Task, TextEnv
@@ -18,6 +19,27 @@ from backtrack_gym.envs.math.templates import LINE_LIMITS, num
 
 _QUESTION_NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
 _GUESS_NUMBERS = 5
+_TOKEN_CHARS = frozenset(grammar.CHARSET) - {"\n"}
+
+
+@lru_cache(maxsize=256)
+def _guesses(question: str) -> tuple[Calc, ...]:
+    """Right calculations on pairs of the question's first numbers (plausible next lines)."""
+    numbers = []
+    for text in _QUESTION_NUMBER.findall(question):
+        value = parse_number(text)
+        if value not in numbers:
+            numbers.append(value)
+    guesses = []
+    for a, b in itertools.permutations(numbers[:_GUESS_NUMBERS], 2):
+        for op in "+-*/":
+            expression = f"{num(a)} {op} {num(b)}"
+            try:
+                value = evaluate(expression, LINE_LIMITS)
+            except ExprError:  # division by zero, or a number too long for a line
+                continue
+            guesses.append(Calc(expression, value, value))
+    return tuple(guesses)
 
 
 class MathTask(Task[MathProblem, MathState, Step]):
@@ -78,19 +100,7 @@ class MathTask(Task[MathProblem, MathState, Step]):
         if state.answer is not None:
             return []
         steps: list[Step] = (self.solve(problem, state) or [])[:1]
-        numbers = []
-        for text in _QUESTION_NUMBER.findall(problem.question):
-            value = parse_number(text)
-            if value not in numbers:
-                numbers.append(value)
-        for a, b in itertools.permutations(numbers[:_GUESS_NUMBERS], 2):
-            for op in "+-*/":
-                expression = f"{num(a)} {op} {num(b)}"
-                try:
-                    value = evaluate(expression, LINE_LIMITS)
-                except ExprError:  # division by zero, or a number too long for a line
-                    continue
-                steps.append(Calc(expression, value, value))
+        steps += _guesses(problem.question)
         if state.lines:
             steps.append(FinalAnswer(state.lines[-1].rsplit("=", 1)[1].strip()))
         return steps
@@ -101,7 +111,7 @@ class MathTask(Task[MathProblem, MathState, Step]):
         answer); [] once solved, None after a wrong answer (only a backtrack helps)."""
         if state.answer is not None:
             return [] if self.is_solved(problem, state) else None
-        reference = grammar.reference_steps(problem.solution)
+        reference = list(grammar.reference_steps(problem.solution))
         if not reference or not isinstance(reference[-1], FinalAnswer):
             reference.append(FinalAnswer(problem.answer))
         shared = 0
@@ -205,10 +215,14 @@ class MathEnv(TextEnv):
             config = MathConfig(**config)
         config = replace(config or MathConfig(), **config_fields)
         token = kwargs.get("backtrack_token")
-        if token is not None and (
-            not isinstance(token, str) or token != token.strip() or not token or not set(token) <= set(grammar.CHARSET)
-        ):
-            raise ValueError(f"backtrack_token must be one non-empty line of printable ASCII, got {token!r}")
-        if token is not None and grammar.parse_step(token) is not None:
-            raise ValueError(f"backtrack_token {token!r} reads as a step of the grammar; pick another")
+        if token is not None:
+            _check_backtrack_token(token)
         super().__init__(MathTask(config), max_steps=max_steps, **kwargs)
+
+
+def _check_backtrack_token(token: Any) -> None:
+    # The episode compares stripped lines with the token, and policies must be able to write it.
+    if not isinstance(token, str) or not token or token != token.strip() or not set(token) <= _TOKEN_CHARS:
+        raise ValueError(f"backtrack_token must be one non-empty line of printable ASCII, got {token!r}")
+    if grammar.parse_step(token) is not None:
+        raise ValueError(f"backtrack_token {token!r} reads as a step of the grammar; pick another")

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 import string
 import textwrap
-from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from backtrack_gym.envs.core import Invalid
 from backtrack_gym.envs.expr import ExprError, Node, Value, parse
@@ -148,14 +148,16 @@ def observation_chars(max_question_chars: int) -> int:
     return len("Question: ") + max_question_chars + (RENDER_LINES + 2) * (MAX_LINE_CHARS + 80)
 
 
-def reference_steps(solution: Iterable[str]) -> list[Step]:
-    """The checked lines and the answer of a reference solution, in order."""
+@lru_cache(maxsize=1024)
+def reference_steps(solution: tuple[str, ...]) -> tuple[Step, ...]:
+    """The checked lines and the answer of a reference solution, in order (cached: agents
+    ask for them at every step)."""
     steps = []
     for line in solution:
         step = parse_step(line.strip()) if line.strip() else None
         if step is not None and not isinstance(step, Invalid):
             steps.append(step)
-    return steps
+    return tuple(steps)
 
 
 def clean_solution(text: str, answer: str) -> tuple[str, ...]:
