@@ -5,8 +5,10 @@ which can take unbounded time on hostile input and, through its plain-expression
 extractor, evaluate Python. So it never runs in the env's process: one worker
 subprocess per process (started on first use, reused, restarted after a kill)
 runs only its LaTeX extractor. Each comparison has a hard wall-clock ``timeout``
-(the worker is killed when it passes) and an input-size cap; both count as "not
-equal". Without math-verify installed, :func:`verify_latex` answers False and the
+(the worker is killed when it passes, and a new one starts at once in the
+background) and an input-size cap; both count as "not equal". Starting a worker
+(about a second: sympy's import) is not part of a call's ``timeout``; it has its
+own ``start_timeout``. Without math-verify installed, :func:`verify_latex` answers False and the
 exact normaliser in :mod:`backtrack_gym.envs.math.answers` is all there is.
 
 POSIX only (the reply is awaited with ``select`` on the worker's pipe).
@@ -47,6 +49,7 @@ class LatexVerifier:
     def __init__(self, start_timeout: float = 60.0):
         self.start_timeout = start_timeout
         self._proc: subprocess.Popen | None = None
+        self._ready = False
         self._owner = os.getpid()
         self._buffer = b""
         self._unusable: str | None = None if math_verify_installed() else "math-verify is not installed"
@@ -78,31 +81,42 @@ class LatexVerifier:
                 reply = self._read(proc, time.monotonic() + timeout)
             except (OSError, TimeoutError, ValueError):
                 self._stop()
+                self._spawn()  # warm up the replacement while the caller moves on
                 return False
         return reply.get("equal") is True
 
     def _worker(self) -> subprocess.Popen | None:
         if self._owner != os.getpid():
             # A forked child must not share its parent's pipes: start its own worker.
-            self._proc, self._owner, self._buffer = None, os.getpid(), b""
-        if self._proc is not None and self._proc.poll() is None:
-            return self._proc
-        self._stop()
-        self._proc = subprocess.Popen(
-            [sys.executable, "-u", str(WORKER)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            ready = self._read(self._proc, time.monotonic() + self.start_timeout)
-        except (OSError, TimeoutError, ValueError) as err:
-            ready = {"ready": False, "error": f"the math-verify worker did not start: {err!r}"}
-        if not ready.get("ready"):
-            self._unusable = str(ready.get("error", "the math-verify worker did not start"))
+            self._proc, self._ready, self._owner, self._buffer = None, False, os.getpid(), b""
+        if self._proc is None or self._proc.poll() is not None:
             self._stop()
+            self._spawn()
+        if self._proc is None:
             return None
+        if not self._ready:
+            try:
+                ready = self._read(self._proc, time.monotonic() + self.start_timeout)
+            except (OSError, TimeoutError, ValueError) as err:
+                ready = {"ready": False, "error": f"the math-verify worker did not start: {err!r}"}
+            if not ready.get("ready"):
+                self._unusable = str(ready.get("error", "the math-verify worker did not start"))
+                self._stop()
+                return None
+            self._ready = True
         return self._proc
+
+    def _spawn(self) -> None:
+        self._ready = False
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-u", str(WORKER)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError as err:
+            self._proc, self._unusable = None, f"the math-verify worker could not start: {err}"
 
     def _read(self, proc: subprocess.Popen, deadline: float) -> dict[str, Any]:
         """One JSON line from the worker, or TimeoutError at ``deadline``."""
@@ -122,7 +136,7 @@ class LatexVerifier:
         return reply
 
     def _stop(self) -> None:
-        proc, self._proc, self._buffer = self._proc, None, b""
+        proc, self._proc, self._ready, self._buffer = self._proc, None, False, b""
         if proc is not None and self._owner == os.getpid():
             proc.kill()
             proc.wait()

@@ -95,7 +95,7 @@ class Dice:
 
 
 def num(value: Value) -> str:
-    """A number as an operand of a checked line (negatives in parentheses)."""
+    """A number as an operand of a checked line (negatives and ``a/b`` in parentheses)."""
     text = format_number(value)
     return f"({text})" if value < 0 or "/" in text else text
 
@@ -156,9 +156,9 @@ def unit_price(dice: Dice, n: int, sizes: Sizes) -> Draft:
     bill = next((b for b in (5, 10, 20, 50, 100) if b > total), 100 * (int(total) // 100 + 1))
     question = (
         f"A pack of {q} {thing} costs {money(unit * q)}. {name} buys {m} {thing} at the same price each and "
-        f"pays with a {money(bill)} bill. How much change does {name} get?"
+        f"hands the cashier {money(bill)}. How much change does {name} get?"
     )
-    d.say(f"The change is {money(bill)} minus the cost.")
+    d.say(f"The change is {money(bill)} minus the cost.")  # never zero: bill > total
     return d.done(question, d.calc(f"{bill} - {num(total)}"))
 
 
