@@ -67,10 +67,12 @@ def convert(value: Any, hint: Any, name: str) -> Any:
             if text in ("1", "true", "yes", "on", "0", "false", "no", "off"):
                 return text in ("1", "true", "yes", "on")
             raise ValueError(value)
+        if kind is dict and isinstance(value, str):
+            value = yaml.safe_load(value)
         if kind is dict and not isinstance(value, dict):
             raise ValueError(value)
         return value if kind is dict else kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, yaml.YAMLError):
         raise ValueError(f"{name}: cannot read {value!r} as {getattr(kind, '__name__', kind)}") from None
 
 

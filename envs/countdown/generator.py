@@ -138,13 +138,16 @@ def split_targets(config: CountDownConfig) -> dict[str, frozenset[int]]:
     return {"test": frozenset(targets[:count]), "train": frozenset(targets[count:])}
 
 
-def item_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    """The generator of one item, derived with ``SeedSequence`` (never ``seed + index``)."""
+def item_rng(seed: int, split: str, index: int, *stream: int) -> np.random.Generator:
+    """The generator of one item, derived with ``SeedSequence`` (never ``seed + index``).
+
+    ``stream`` keys further independent streams of the same item (e.g. its trace).
+    """
     if split not in SPLIT_KEYS:
         raise ValueError(f"split must be one of {sorted(SPLIT_KEYS)}, got {split!r}")
     if index < 0:
         raise ValueError(f"index must be non-negative, got {index}")
-    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(SPLIT_KEYS[split], index)))
+    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(SPLIT_KEYS[split], index, *stream)))
 
 
 def generate(config: CountDownConfig, index: int, split: str = "train") -> CountDownProblem:

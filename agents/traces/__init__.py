@@ -1,0 +1,31 @@
+"""Oracle search agents that write their search as a trace in the env's step grammar."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from backtrack_gym.agents.traces.core import Trace, TraceWriter
+from backtrack_gym.envs.core import Task
+
+__all__ = ["Trace", "TraceWriter", "styles_for", "write_trace"]
+
+
+def styles_for(task: Task) -> dict[str, Any]:
+    """The trace styles the task supports, by name."""
+    if task.name == "countdown":
+        from backtrack_gym.agents.traces import countdown
+
+        return countdown.STYLES
+    raise ValueError(f"no trace styles for task {task.name!r}")
+
+
+def write_trace(
+    task: Task, problem: Any, style: str, *, rng: np.random.Generator | None = None, **options: Any
+) -> Trace:
+    """Solve ``problem`` by the search ``style`` names and return what it wrote."""
+    styles = styles_for(task)
+    if style not in styles:
+        raise ValueError(f"unknown style {style!r} for {task.name}; known: {sorted(styles)}")
+    return styles[style](task, problem, rng=rng if rng is not None else np.random.default_rng(0), **options)

@@ -1,0 +1,116 @@
+"""Traces: what a search did, written in the env's own step grammar.
+
+A :class:`TraceWriter` walks a task's states the way an env replays lines: each
+applied step is a line and pushes a state, each ``<backtrack>`` line pops one. So a
+trace written here replays in the env (completion mode, backtracking on) to the
+state the writer ended in, by construction and by test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from backtrack_gym.envs.core import BACKTRACK, Invalid, Task
+
+
+@dataclass
+class Trace:
+    """One written search.
+
+    Attributes:
+        lines: the completion's lines, in order.
+        masked: indices of lines to leave out of the SFT loss (inserted wrong steps).
+        solved: the last state reaches the goal.
+        final_state: the state the writer ended in (what a replay must reach).
+        backtracks: number of backtrack lines.
+    """
+
+    lines: list[str]
+    masked: list[int]
+    solved: bool
+    final_state: Any
+    backtracks: int
+
+    @property
+    def completion(self) -> str:
+        """The lines, each ended by a newline."""
+        return "".join(line + "\n" for line in self.lines)
+
+    def mask_spans(self) -> list[tuple[int, int]]:
+        """Character spans ``[start, end)`` of the masked lines (newline included) in :attr:`completion`."""
+        spans, offset, masked = [], 0, set(self.masked)
+        for index, line in enumerate(self.lines):
+            end = offset + len(line) + 1
+            if index in masked:
+                spans.append((offset, end))
+            offset = end
+        return spans
+
+
+@dataclass
+class TraceWriter:
+    """Writes lines while tracking the state stack exactly as :class:`Episode` replays them."""
+
+    task: Task
+    problem: Any
+    backtrack_token: str = BACKTRACK
+    max_lines: int | None = None
+    lines: list[str] = field(default_factory=list)
+    masked: list[int] = field(default_factory=list)
+    backtracks: int = 0
+
+    def __post_init__(self) -> None:
+        self.states = [self.task.initial_state(self.problem)]
+        self.path: list[Any] = []  # the applied steps, root first
+
+    @property
+    def state(self) -> Any:
+        return self.states[-1]
+
+    @property
+    def depth(self) -> int:
+        """Steps applied and not undone."""
+        return len(self.states) - 1
+
+    @property
+    def full(self) -> bool:
+        """The line budget is spent."""
+        return self.max_lines is not None and len(self.lines) >= self.max_lines
+
+    def solved(self) -> bool:
+        return self.task.is_solved(self.problem, self.state)
+
+    def apply(self, step: Any, *, masked: bool = False) -> Any:
+        """Write ``step`` and move to its state; it must be legal."""
+        state = self.task.apply(self.problem, self.state, step)
+        if isinstance(state, Invalid):
+            raise ValueError(f"trace step {self.task.format_step(step)!r} is invalid: {state.reason}")
+        if masked:
+            self.masked.append(len(self.lines))
+        self.lines.append(self.task.format_step(step))
+        self.states.append(state)
+        self.path.append(step)
+        return state
+
+    def backtrack(self) -> None:
+        """Write a backtrack line and return to the previous state."""
+        if self.depth == 0:
+            raise ValueError("nothing to backtrack")
+        self.lines.append(self.backtrack_token)
+        self.states.pop()
+        self.path.pop()
+        self.backtracks += 1
+
+    def move_to(self, path: tuple[Any, ...] | list[Any]) -> None:
+        """Go to the node at ``path``: backtrack to the common ancestor, then apply the rest."""
+        common = 0
+        while common < min(len(path), len(self.path)) and path[common] == self.path[common]:
+            common += 1
+        while self.depth > common:
+            self.backtrack()
+        for step in path[common:]:
+            self.apply(step)
+
+    def finish(self) -> Trace:
+        return Trace(list(self.lines), list(self.masked), self.solved(), self.state, self.backtracks)

@@ -1,0 +1,131 @@
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import backtrack_gym  # noqa: F401
+from backtrack_gym.agents.traces import write_trace
+from backtrack_gym.agents.traces.countdown import STYLES, beam, dfs, mult_heuristic, sum_heuristic
+from backtrack_gym.envs import BACKTRACK, make_task
+from backtrack_gym.envs.countdown import CountDownProblem, parse_step, solve
+from backtrack_gym.envs.countdown.generator import item_rng
+from backtrack_gym.envs.countdown.rules import is_solvable
+
+TASK = make_task("countdown")
+
+
+def replay(task_id, problem_dict, completion):
+    env = gym.make(task_id, interaction="completion", backtrack=True, max_steps=2048).unwrapped
+    env.reset(options={"problem": problem_dict})
+    _, reward, terminated, _, info = env.step(completion)
+    return env.episode.state, reward, info
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", sorted(STYLES))
+def test_every_trace_replays_to_the_oracle_state(style):
+    for index in range(1000):
+        problem = TASK.generate(index)
+        trace = write_trace(TASK, problem, style, rng=item_rng(0, "train", index, 1))
+        state, reward, info = replay("backtrack_gym/CountDown-v0", problem.to_dict(), trace.completion)
+        assert state == trace.final_state, (style, index)
+        assert info["solved"] == trace.solved and reward == (1.0 if trace.solved else 0.0)
+        assert info["invalid_steps"] == 0 and info["backtracks"] == trace.backtracks
+
+
+def test_direct_is_a_shortest_solution():
+    for index in range(50):
+        problem = TASK.generate(index)
+        trace = write_trace(TASK, problem, "direct")
+        assert trace.solved and trace.backtracks == 0
+        assert len(trace.lines) == len(solve(TASK.rules, problem.numbers, problem.target))
+
+
+def test_heuristics():
+    assert sum_heuristic((20, 30), 24) == 5.0
+    # 24's factors are 2 3 4 6 8 12 24: 7 is 1 from 6 or 8, 25 is 1 from 24.
+    assert mult_heuristic((7, 25), 24) == 1.0
+
+
+def test_dfs_orders_children_by_heuristic_and_prunes():
+    problem = CountDownProblem((3, 5, 9), 58)
+    first = dfs(TASK, problem, threshold=float("inf")).lines[0]
+    # 5 * 9 = 45 leaves (3, 45): mean distance 34, the lowest of all children.
+    assert first == "5 * 9 = 45"
+    # A zero threshold prunes every child that does not reach the goal at once...
+    pruned = dfs(TASK, problem, threshold=0.0)
+    assert pruned.lines == [] and not pruned.solved
+    # ...but never the goal itself.
+    assert dfs(TASK, CountDownProblem((2, 3, 50), 6), threshold=0.0).lines == ["2 * 3 = 6"]
+
+
+def test_dfs_writes_backtracks_out_of_dead_ends():
+    trace = dfs(TASK, CountDownProblem((50, 21, 78, 12), 61))
+    assert trace.solved and trace.backtracks > 0
+    assert trace.lines.count(BACKTRACK) == trace.backtracks
+    assert trace.lines[-1] == "78 - 17 = 61"
+    # Without a solution the search returns to the root, having undone every step.
+    hopeless = CountDownProblem((3, 5, 9), 58)
+    assert solve(TASK.rules, hopeless.numbers, hopeless.target) is None
+    trace = dfs(TASK, hopeless, threshold=float("inf"))
+    assert not trace.solved and trace.final_state == (3, 5, 9)
+    assert trace.backtracks == len(trace.lines) - trace.backtracks
+
+
+def test_think_leaves_failed_last_operations_implicit():
+    for index in range(200):
+        problem = TASK.generate(index)
+        full, pruned = dfs(TASK, problem), dfs(TASK, problem, think=True)
+        assert pruned.solved == full.solved or not full.solved
+        assert len(pruned.lines) <= len(full.lines)
+        state = [problem.numbers]
+        for line in pruned.lines:
+            if line == BACKTRACK:
+                state.pop()
+                continue
+            state.append(TASK.apply(problem, state[-1], parse_step(line)))
+            if len(state[-1]) == 1:
+                assert state[-1] == (problem.target,), "a failed last operation was written"
+
+
+def test_beam_width_bounds_and_moves_between_branches():
+    problem = TASK.generate(3)
+    with pytest.raises(ValueError, match="width"):
+        beam(TASK, problem, width=6)
+    narrow, wide = beam(TASK, problem, width=1), beam(TASK, problem, width=5)
+    assert wide.solved or not narrow.solved
+    assert wide.backtracks > 0
+
+
+def test_mix_is_seeded_and_varies():
+    problem = TASK.generate(0)
+    first = write_trace(TASK, problem, "mix", rng=np.random.default_rng(5))
+    assert first.lines == write_trace(TASK, problem, "mix", rng=np.random.default_rng(5)).lines
+    shapes = {len(write_trace(TASK, problem, "mix", rng=np.random.default_rng(seed)).lines) for seed in range(20)}
+    assert len(shapes) > 1
+
+
+def test_self_backtrack_masks_exactly_the_wrong_step():
+    for index in range(200):
+        problem = TASK.generate(index)
+        trace = write_trace(TASK, problem, "self_backtrack", rng=item_rng(0, "train", index, 1))
+        assert trace.solved
+        (start, end), *rest = trace.mask_spans()
+        assert not rest
+        masked_text = trace.completion[start:end]
+        (position,) = trace.masked
+        assert masked_text == trace.lines[position] + "\n"
+        assert trace.lines[position + 1] == BACKTRACK
+        # The masked step is legal, and after it the target is out of reach: verified wrong.
+        state = problem.numbers
+        for line in trace.lines[:position]:
+            state = TASK.apply(problem, state, parse_step(line))
+        after = TASK.apply(problem, state, parse_step(trace.lines[position]))
+        assert isinstance(after, tuple) and not is_solvable(TASK.rules, after, problem.target)
+        # Unmasked, the rest is a solution.
+        kept = trace.completion[:start] + trace.completion[end:]
+        assert BACKTRACK in kept
+
+
+def test_unknown_style_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown style"):
+        write_trace(TASK, TASK.generate(0), "astar")

@@ -1,0 +1,286 @@
+"""SFT data sets built from oracle search traces.
+
+Each row is one problem solved by one trace style: the env's prompt, the trace as
+the completion, the problem as JSON, counts, and the character spans of the
+completion to leave out of the loss. Rows are deterministic per (task config, seed,
+split, index): the problem comes from the task's generator and the trace's random
+choices from an independent stream of the same item, so any number of worker
+processes gives the same rows in the same order.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import statistics
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from backtrack_gym.agents.traces import write_trace
+from backtrack_gym.envs import BACKTRACK, make_task
+from backtrack_gym.envs.core import SPLITS, Task
+from backtrack_gym.envs.countdown.generator import item_rng
+
+TRACE_STREAM = 1  # item_rng stream of a trace's random choices (stream 0 is the problem)
+FORMATS = ("jsonl", "parquet")
+
+
+def count_tokens(text: str, special: Iterable[str] = (BACKTRACK,)) -> int:
+    """Tokens of ``text`` under the task tokenizers: one per character, one per special token."""
+    return len(text) - sum(text.count(token) * (len(token) - 1) for token in special)
+
+
+def trace_row(task: Task, style: str, split: str, seed: int, options: dict[str, Any], index: int) -> dict[str, Any]:
+    """The data set row of item ``index``."""
+    problem = task.generate(index, split)
+    trace = write_trace(task, problem, style, rng=item_rng(seed, split, index, TRACE_STREAM), **options)
+    completion = trace.completion
+    return {
+        "index": index,
+        "prompt": task.prompt(problem) + "\n",
+        "completion": completion,
+        "problem": json.dumps(task.problem_to_dict(problem), sort_keys=True),
+        "style": style,
+        "num_lines": len(trace.lines),
+        "num_steps": len(trace.lines) - trace.backtracks,
+        "num_backtracks": trace.backtracks,
+        "num_tokens": count_tokens(completion),
+        "solved": trace.solved,
+        "mask_spans": [list(span) for span in trace.mask_spans()],
+    }
+
+
+def generate_rows(
+    task: Task,
+    style: str,
+    n: int,
+    *,
+    seed: int = 0,
+    split: str = "train",
+    workers: int = 1,
+    progress: bool = False,
+    trace_options: dict[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Rows ``0..n-1`` in order, written by ``workers`` processes."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if n < 0 or workers < 1:
+        raise ValueError(f"need n >= 0 and workers >= 1, got n={n}, workers={workers}")
+    make_row = partial(trace_row, task, style, split, seed, dict(trace_options or {}))
+    if n:
+        make_row(0)  # fail fast (unknown style, bad options) here rather than in a worker
+    bar = _progress(n, f"{task.name}/{style}") if progress else None
+    if workers == 1:
+        rows: Iterable[dict[str, Any]] = map(make_row, range(n))
+        pool = None
+    else:
+        pool = multiprocessing.get_context("fork").Pool(workers)
+        rows = pool.imap(make_row, range(n), chunksize=max(1, min(64, n // (8 * workers))))
+    try:
+        for row in rows:
+            if bar is not None:
+                bar.update()
+            yield row
+    finally:
+        if pool is not None:
+            pool.terminate()
+        if bar is not None:
+            bar.close()
+
+
+def _progress(total: int, description: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=description, unit="trace")
+
+
+def build_sft_dataset(
+    task: str | Task,
+    style: str,
+    n: int,
+    seed: int = 0,
+    split: str = "train",
+    *,
+    workers: int = 1,
+    progress: bool = False,
+    task_config: dict[str, Any] | None = None,
+    trace_options: dict[str, Any] | None = None,
+) -> Any:
+    """A ``datasets.Dataset`` of ``n`` traces of ``style`` on ``split`` problems.
+
+    ``task`` is a task name (built with ``task_config`` and ``seed``) or a task
+    object (whose own config, seed included, picks the problems; ``seed`` then
+    seeds only the traces' random choices).
+    """
+    import datasets
+
+    if isinstance(task, str):
+        task = make_task(task, **{**(task_config or {}), "seed": seed})
+    rows = list(
+        generate_rows(
+            task, style, n, seed=seed, split=split, workers=workers, progress=progress, trace_options=trace_options
+        )
+    )
+    return datasets.Dataset.from_list(rows, features=dataset_features())
+
+
+def dataset_features() -> Any:
+    """The column types (fixed, so every build writes the same schema)."""
+    import datasets
+
+    return datasets.Features(
+        {
+            "index": datasets.Value("int64"),
+            "prompt": datasets.Value("string"),
+            "completion": datasets.Value("string"),
+            "problem": datasets.Value("string"),
+            "style": datasets.Value("string"),
+            "num_lines": datasets.Value("int32"),
+            "num_steps": datasets.Value("int32"),
+            "num_backtracks": datasets.Value("int32"),
+            "num_tokens": datasets.Value("int32"),
+            "solved": datasets.Value("bool"),
+            "mask_spans": datasets.Sequence(datasets.Sequence(datasets.Value("int32"))),
+        }
+    )
+
+
+def atomic_write(path: str | os.PathLike, write: Any) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def export(dataset: Any, path_stem: str | os.PathLike, formats: Iterable[str] = FORMATS) -> list[Path]:
+    """Write ``dataset`` to ``<stem>.jsonl`` and/or ``<stem>.parquet``, each atomically."""
+    written = []
+    for fmt in formats:
+        if fmt not in FORMATS:
+            raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        target = Path(f"{path_stem}.{fmt}")
+        if fmt == "jsonl":
+            written.append(atomic_write(target, partial(_write_jsonl, dataset)))
+        else:
+            written.append(atomic_write(target, partial(_write_parquet, dataset)))
+    return written
+
+
+def _write_parquet(dataset: Any, path: Path) -> None:
+    import datasets
+
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # one-batch writes; the builder has its own bar
+    try:
+        dataset.to_parquet(str(path))
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
+
+
+def _write_jsonl(dataset: Any, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        for row in dataset:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def style_statistics(dataset: Any) -> dict[str, float]:
+    """Count, solved fraction, trace length in tokens and lines (mean/median/max), mean backtracks."""
+    tokens, lines = dataset["num_tokens"], dataset["num_lines"]
+    count = len(tokens)
+    if not count:
+        return {"count": 0}
+    return {
+        "count": count,
+        "solved": sum(dataset["solved"]) / count,
+        "tokens_mean": statistics.fmean(tokens),
+        "tokens_median": statistics.median(tokens),
+        "tokens_max": max(tokens),
+        "lines_mean": statistics.fmean(lines),
+        "lines_median": statistics.median(lines),
+        "lines_max": max(lines),
+        "backtracks_mean": statistics.fmean(dataset["num_backtracks"]),
+    }
+
+
+@dataclass
+class DataConfig:
+    """Build SFT data sets of oracle traces and print per-style statistics.
+
+    Attributes:
+        task: task name (``countdown``, ``sudoku``, ``math``).
+        styles: trace styles to build, one data set each.
+        n: problems (rows) per style.
+        seed: seed of the problems and of the traces' random choices.
+        split: ``train`` or ``test`` problems (held-out rules follow the env).
+        out_dir: directory the files are written to (``<task>_<style>_<split>.<format>``).
+        formats: file formats to write (``jsonl``, ``parquet``).
+        workers: worker processes generating traces.
+        task_config: task config fields, e.g. ``{num_count: 3, target_max: 50}``.
+        max_lines: line budget of search traces (``dfs``, ``bfs``, ``mix``, ``think``).
+    """
+
+    task: str = "countdown"
+    styles: tuple[str, ...] = ("direct", "dfs", "bfs", "mix", "think", "self_backtrack")
+    n: int = 1000
+    seed: int = 0
+    split: str = "train"
+    out_dir: str = "data"
+    formats: tuple[str, ...] = FORMATS
+    workers: int = 2
+    task_config: dict[str, Any] = field(default_factory=dict)
+    max_lines: int = 512
+
+    def validate(self) -> DataConfig:
+        if self.n < 1:
+            raise ValueError(f"n must be at least 1, got {self.n}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, got {self.workers}")
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+        unknown = sorted(set(self.formats) - set(FORMATS))
+        if unknown:
+            raise ValueError(f"unknown formats {unknown}; known: {list(FORMATS)}")
+        if self.max_lines < 1:
+            raise ValueError(f"max_lines must be at least 1, got {self.max_lines}")
+        return self
+
+
+def build_and_export(config: DataConfig, progress: bool = True) -> list[dict[str, Any]]:
+    """Build, write and summarise each style of ``config``; returns one statistics row per style."""
+    table = []
+    for style in config.styles:
+        dataset = build_sft_dataset(
+            config.task,
+            style,
+            config.n,
+            config.seed,
+            config.split,
+            workers=config.workers,
+            progress=progress,
+            task_config=config.task_config,
+            trace_options={"max_lines": config.max_lines},
+        )
+        export(dataset, Path(config.out_dir) / f"{config.task}_{style}_{config.split}", config.formats)
+        table.append({"style": style, **style_statistics(dataset)})
+    return table
