@@ -14,6 +14,7 @@ from backtrack_gym.rewards.terms import (
 
 _ADAPTERS = ("completion_text", "replay_stats", "trl_reward_functions")
 _MATH = ("math_answer_reward",)
+_SUDOKU = ("sudoku_grid_reward",)
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -25,6 +26,7 @@ __all__ = [
     "score",
     *_ADAPTERS,
     *_MATH,
+    *_SUDOKU,
 ]
 
 
@@ -38,4 +40,8 @@ def __getattr__(name: str) -> Any:
         from backtrack_gym.rewards import math as math_rewards
 
         return getattr(math_rewards, name)
+    if name in _SUDOKU:
+        from backtrack_gym.rewards import sudoku as sudoku_rewards
+
+        return getattr(sudoku_rewards, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

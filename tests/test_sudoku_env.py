@@ -22,7 +22,7 @@ from backtrack_gym.agents import OracleAgent, RandomAgent, info_at, play, summar
 from backtrack_gym.envs import BACKTRACK, make_task
 from backtrack_gym.envs.sudoku import SudokuConfig, SudokuEnv, SudokuProblem, SudokuTask, generate
 from backtrack_gym.envs.sudoku.structured import SudokuGridEnv
-from backtrack_gym.rewards import replay_stats, trl_reward_functions
+from backtrack_gym.rewards import replay_stats, sudoku_grid_reward, trl_reward_functions
 
 ENV_ID = "backtrack_gym/Sudoku-v0"
 GRID_ID = "backtrack_gym/SudokuGrid-v0"
@@ -214,6 +214,29 @@ def test_trl_reward_functions_on_right_and_wrong_completions():
     assert progress(prompts=None, completions=completions, problem=problems) == pytest.approx([1.0, 0.5, 1.0, 0.0])
     stats = replay_stats(task, PROBLEM, "r1c2=1\n<backtrack>\nr1c2=1")
     assert stats.backtracks == 1 and stats.valid == 2
+
+
+def test_grid_answer_reward_with_and_without_partial_credit():
+    correct, partial = sudoku_grid_reward(), sudoku_grid_reward(partial_credit=True)
+    # Givens copied and the first row completed: 2 of the 12 blanks right.
+    half = "2143\n...1\n4...\n...."
+    completions = [
+        f"Thinking...\n{SOLUTION}\n",
+        "2143342143121234",
+        half,
+        SOLUTION.replace("2143", "2341"),
+        "no grid here",
+        "9" * 1_000_000,
+    ]
+    problems = [PROBLEM] * len(completions)
+    assert correct(prompts=None, completions=completions, problem=problems) == [1.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert partial(prompts=None, completions=completions, problem=problems) == pytest.approx(
+        [1.0, 1.0, 2 / 12, 10 / 12, 0.0, 0.0]
+    )
+    copied = partial(prompts=None, completions=["2.4.\n...1\n4...\n...."], problem=[PROBLEM])
+    assert copied == [0.0]
+    with pytest.raises(KeyError):
+        correct(prompts=None, completions=[SOLUTION])
 
 
 # --- agents and traces -----------------------------------------------------

@@ -33,28 +33,36 @@ def render(size: int, grid: bytes) -> str:
     return "\n".join("".join(str(d) if d else "." for d in grid[r * size : (r + 1) * size]) for r in range(size))
 
 
-def check_grid(problem: SudokuProblem, text: str) -> str | None:
-    """None if ``text`` is the solved grid of ``problem``, else why not.
+def read_grid(text: str, size: int) -> list[int] | str:
+    """The cells of a grid written as text (row-major, 0 for a blank), or why it is not one.
 
-    The grid is read as its digits in row-major order; spaces, newlines and ``| - +``
-    may lay it out (the rendered board is accepted), ``.`` or ``0`` is a blank.
+    Spaces, newlines and ``| - +`` may lay it out (the rendered board is accepted);
+    ``.`` or ``0`` is a blank.
     """
-    size = problem.size
-    board = problem.board
+    cells = size * size
     if not isinstance(text, str):
         return f"an answer is text, got {type(text).__name__}"
-    if len(text) > 16 * board.cells:
-        return f"the answer is longer than {16 * board.cells} characters"
+    if len(text) > 16 * cells:
+        return f"the answer is longer than {16 * cells} characters"
     digits = {str(d): d for d in range(1, size + 1)}
-    cells = []
+    grid = []
     for ch in text:
         if ch in _LAYOUT:
             continue
         if ch not in digits and ch not in _BLANKS:
             return f"unexpected character {ch!r}; a {size}x{size} grid holds the digits 1..{size}"
-        cells.append(digits.get(ch, 0))
-    if len(cells) != board.cells:
-        return f"the answer has {len(cells)} cells; a {size}x{size} grid has {board.cells}"
+        grid.append(digits.get(ch, 0))
+    if len(grid) != cells:
+        return f"the answer has {len(grid)} cells; a {size}x{size} grid has {cells}"
+    return grid
+
+
+def check_grid(problem: SudokuProblem, text: str) -> str | None:
+    """None if ``text`` is the solved grid of ``problem`` (see :func:`read_grid`), else why not."""
+    size = problem.size
+    cells = read_grid(text, size)
+    if isinstance(cells, str):
+        return cells
     for cell, (given, digit) in enumerate(zip(problem.puzzle, cells, strict=True)):
         row, col = divmod(cell, size)
         if not digit:
@@ -62,7 +70,7 @@ def check_grid(problem: SudokuProblem, text: str) -> str | None:
         if given and digit != given:
             return f"r{row + 1}c{col + 1} is {digit} but the given is {given}"
     kinds = ["row"] * size + ["column"] * size + ["box"] * size
-    for number, (kind, unit) in enumerate(zip(kinds, board.units, strict=True)):
+    for number, (kind, unit) in enumerate(zip(kinds, problem.board.units, strict=True)):
         values = [cells[c] for c in unit]
         if len(set(values)) != size:
             repeated = next(d for d in values if values.count(d) > 1)

@@ -28,6 +28,7 @@ class Shape:
         cells: ``size * size``.
         units: every row, then every column, then every box, as cell indices.
         peers: for each cell, the other cells that share a unit with it.
+        cell_units: for each cell, its row, column and box as indices into ``units``.
         intersections: for each box and each row or column crossing it, the shared
             cells, the rest of the box and the rest of the line (for pointing).
     """
@@ -38,6 +39,7 @@ class Shape:
     cells: int
     units: tuple[tuple[int, ...], ...]
     peers: tuple[tuple[int, ...], ...]
+    cell_units: tuple[tuple[int, int, int], ...]
     intersections: tuple[tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]], ...]
 
     @property
@@ -75,7 +77,8 @@ def shape(size: int) -> Shape:
                 box_rest = tuple(c for c in box if c not in shared)
                 line_rest = tuple(c for c in line if c not in shared)
                 intersections.append((shared, box_rest, line_rest))
-    return Shape(size, box_rows, box_cols, size * size, units, peers, tuple(intersections))
+    cell_units = tuple(tuple(u for u, unit in enumerate(units) if cell in unit) for cell in range(size * size))
+    return Shape(size, box_rows, box_cols, size * size, units, peers, cell_units, tuple(intersections))
 
 
 @dataclass(frozen=True)
