@@ -24,7 +24,7 @@ from backtrack_gym.envs.sudoku import (
 )
 from backtrack_gym.envs.sudoku.generator import grid_split
 from backtrack_gym.envs.sudoku.rules import apply_step, legal_steps, parse_grid_string
-from backtrack_gym.envs.sudoku.solver import Search, propagate, start
+from backtrack_gym.envs.sudoku.solver import Search, SearchBudgetExceeded, propagate, start
 
 # Well-known hard published 9x9 puzzles, typed in by hand.
 HARD_PUZZLES = {
@@ -303,6 +303,13 @@ def test_search_trace_replays_with_backtracks():
     dead_end = apply_step(problem.board, problem.puzzle, problem.puzzle, wrong)
     assert search_trace(problem.board, dead_end) is None
     assert solve(problem.board, dead_end) is None
+
+
+def test_search_budget_is_enforced():
+    board = shape(9)
+    assert count_solutions(board, bytes(81), limit=10) == 10
+    with pytest.raises(SearchBudgetExceeded):
+        count_solutions(board, bytes(81), limit=10**6, max_nodes=50)
 
 
 def test_counters_agree_on_grids_with_zero_one_or_many_solutions():

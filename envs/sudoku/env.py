@@ -130,7 +130,7 @@ class SudokuEnv(TextEnv):
     ## Observation Space
 
     ``Text``: the board as ``size`` lines of ``size`` characters, a digit or ``.``
-    for a blank, e.g. for 4x4 ``"1.3.\\n..1.\\n.1..\\n4..1"``. The first observation
+    for a blank, e.g. for 4x4 ``"2.4.\\n...1\\n4...\\n...."``. The first observation
     is the puzzle.
 
     ## Rewards
@@ -147,7 +147,7 @@ class SudokuEnv(TextEnv):
 
     The puzzle is drawn from the split's stream: ``reset(seed=s)`` picks the same
     puzzle for the same ``s``; ``options={"index": i}`` takes item ``i`` and
-    ``options={"problem": {"size": 4, "puzzle": "1.3...1..1..4..1"}}`` pins a
+    ``options={"problem": {"size": 4, "puzzle": "2.4....14......."}}`` pins a
     puzzle (row-major, ``.`` or ``0`` for a blank; it must have one solution).
 
     ## Episode End

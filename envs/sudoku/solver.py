@@ -25,7 +25,7 @@ Trail = list[tuple[int, int] | None]
 
 
 class SearchBudgetExceeded(ValueError):
-    """The search visited more nodes than its budget allowed."""
+    """The search made more guesses than its budget allowed."""
 
 
 def start(board: Shape, grid: bytes) -> tuple[Candidates, list[int]] | None:
