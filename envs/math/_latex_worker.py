@@ -13,6 +13,9 @@ import sys
 
 
 def main() -> None:
+    # This folder is on sys.path as the script's own; its modules must not shadow any library's.
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
     # Keep the protocol on a private copy of stdout; anything a library prints goes to stderr.
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
