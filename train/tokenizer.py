@@ -1,0 +1,97 @@
+"""Tokenizers for backtrack-gym: a character-level one per task alphabet, or any HF one with our tokens added.
+
+The character tokenizer is a ``tokenizers`` WordLevel model with one token per
+character of the task's charset (plus newline) and the special tokens below, wrapped
+in :class:`transformers.PreTrainedTokenizerFast`; it round-trips through
+``save_pretrained`` and ``AutoTokenizer.from_pretrained``.
+
+``<backtrack>`` and ``<bksp>`` are *added* tokens (never split, one id each) but not
+*special* ones: ``decode(..., skip_special_tokens=True)`` keeps them, because the env
+must read the ``<backtrack>`` line and a trainer must see the backspaces.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from backtrack_gym.envs.core import BACKTRACK, Task
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+BKSP = "<bksp>"
+EOS = "<eos>"
+PAD = "<pad>"
+BOS = "<bos>"
+UNK = "<unk>"
+ACTION_TOKENS = (BACKTRACK, BKSP)
+
+
+def build_tokenizer(alphabet: str | Task, *, bos: bool = False) -> PreTrainedTokenizerFast:
+    """A character-level tokenizer over ``alphabet`` (a string or a task, whose ``charset`` is used).
+
+    Ids: ``<pad>`` 0, ``<eos>`` 1, ``<unk>`` 2, ``<backtrack>`` 3, ``<bksp>`` 4,
+    ``<bos>`` 5 when ``bos``, then the characters in first-seen order (newline always
+    included). A ``<bos>`` tokenizer prepends it to every encoded text.
+    """
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    charset = alphabet.charset if isinstance(alphabet, Task) else alphabet
+    specials = [PAD, EOS, UNK, BACKTRACK, BKSP] + ([BOS] if bos else [])
+    chars = list(dict.fromkeys(charset + "\n"))
+    vocab = {token: i for i, token in enumerate(specials + chars)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    # Every character (newline included) is its own pre-token; added tokens are matched before this.
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    backend.decoder = decoders.Fuse()
+    if bos:
+        backend.post_processor = processors.TemplateProcessing(
+            single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+        )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        bos_token=BOS if bos else None,
+        clean_up_tokenization_spaces=False,
+    )
+    tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in ACTION_TOKENS])
+    return tokenizer
+
+
+def add_special_tokens_to(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | None = None) -> int:
+    """Give an existing HF tokenizer (and model) the ``<backtrack>``, ``<bksp>``, eos and pad tokens.
+
+    Adds whichever are missing (eos ``<eos>`` and pad ``<pad>`` only when the tokenizer
+    has none), resizes ``model``'s embeddings to the new vocabulary and sets its
+    config's pad and eos ids. Returns the number of tokens added.
+    """
+    from tokenizers import AddedToken
+
+    vocab = tokenizer.get_vocab()
+    missing = [token for token in ACTION_TOKENS if token not in vocab]
+    added = tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in missing])
+    special: dict[str, Any] = {}
+    if tokenizer.eos_token is None:
+        special["eos_token"] = EOS
+    if tokenizer.pad_token is None:
+        special["pad_token"] = PAD
+    if special:
+        added += tokenizer.add_special_tokens(special)
+    if model is not None:
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            model.resize_token_embeddings(len(tokenizer))
+        model.config.pad_token_id = tokenizer.pad_token_id
+        model.config.eos_token_id = tokenizer.eos_token_id
+    return added
+
+
+def action_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """The ids of ``<backtrack>`` and ``<bksp>``; raises ``ValueError`` when the tokenizer lacks them."""
+    vocab = tokenizer.get_vocab()
+    missing = [token for token in ACTION_TOKENS if token not in vocab]
+    if missing:
+        raise ValueError(f"the tokenizer has no {missing}; call add_special_tokens_to(tokenizer, model) first")
+    return {token: vocab[token] for token in ACTION_TOKENS}
