@@ -7,7 +7,7 @@ PIP := $(PYTHON) -m pip
 # The CPU build of torch goes in first and pinned: an unpinned torch pulls CUDA packages.
 setup:
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[train,rl,test]"
+	$(PIP) install --quiet -e ".[train,rl,math,test]"
 
 run: setup
 	$(PYTHON) -m backtrack_gym play

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 import backtrack_gym  # noqa: F401
-from backtrack_gym.agents.traces import write_trace
-from backtrack_gym.agents.traces.countdown import STYLES, beam, dfs, mult_heuristic, sum_heuristic
+from backtrack_gym.agents.traces import styles_for, write_trace
+from backtrack_gym.agents.traces.countdown import beam, dfs, mult_heuristic, sum_heuristic
 from backtrack_gym.envs import BACKTRACK, make_task
 from backtrack_gym.envs.countdown import CountDownProblem, parse_step, solve
 from backtrack_gym.envs.countdown.generator import item_rng
@@ -20,16 +20,22 @@ def replay(task_id, problem_dict, completion):
     return env.episode.state, reward, info
 
 
+ENV_IDS = {"countdown": "backtrack_gym/CountDown-v0", "math": "backtrack_gym/Math-v0"}
+CASES = [(name, style) for name in ENV_IDS for style in sorted(styles_for(make_task(name)))]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("style", sorted(STYLES))
-def test_every_trace_replays_to_the_oracle_state(style):
+@pytest.mark.parametrize(("task_name", "style"), CASES)
+def test_every_trace_replays_to_the_oracle_state(task_name, style):
+    task = make_task(task_name)
     for index in range(1000):
-        problem = TASK.generate(index)
-        trace = write_trace(TASK, problem, style, rng=item_rng(0, "train", index, 1))
-        state, reward, info = replay("backtrack_gym/CountDown-v0", problem.to_dict(), trace.completion)
+        problem = task.generate(index)
+        trace = write_trace(task, problem, style, rng=item_rng(0, "train", index, 1))
+        state, reward, info = replay(ENV_IDS[task_name], task.problem_to_dict(problem), trace.completion)
         assert state == trace.final_state, (style, index)
         assert info["solved"] == trace.solved and reward == (1.0 if trace.solved else 0.0)
         assert info["invalid_steps"] == 0 and info["backtracks"] == trace.backtracks
+        assert info["valid_steps"] == trace.steps
 
 
 def test_direct_is_a_shortest_solution():
@@ -129,3 +135,34 @@ def test_self_backtrack_masks_exactly_the_wrong_step():
 def test_unknown_style_is_a_clear_error():
     with pytest.raises(ValueError, match="unknown style"):
         write_trace(TASK, TASK.generate(0), "astar")
+
+
+def test_math_traces_follow_the_reference_and_mask_a_wrong_operation():
+    task = make_task("math")
+    for index in range(100):
+        problem = task.generate(index)
+        direct = write_trace(task, problem, "direct")
+        assert direct.lines == list(problem.solution) and direct.solved
+        trace = write_trace(task, problem, "self_backtrack", rng=item_rng(0, "train", index, 1))
+        (start, end), *rest = trace.mask_spans()
+        assert not rest and trace.solved
+        (position,) = trace.masked
+        wrong = trace.completion[start:end].rstrip("\n")
+        assert wrong == trace.lines[position] and trace.lines[position + 1] == BACKTRACK
+        # Unmasked, the trace is the reference solution.
+        kept = trace.lines[:position] + trace.lines[position + 2 :]
+        assert kept == list(problem.solution)
+        right = trace.lines[position + 2]
+        assert wrong.split("=")[1].strip() != right.split("=")[1].strip()
+
+
+def test_math_backtrack_phrase():
+    task = make_task("math")
+    problem = task.generate(7)
+    phrase = "Wait, that's not right."
+    trace = write_trace(task, problem, "self_backtrack", rng=np.random.default_rng(0), backtrack_token=phrase)
+    assert phrase in trace.lines
+    env = gym.make("backtrack_gym/Math-v0", interaction="completion", backtrack=True, backtrack_token=phrase).unwrapped
+    env.reset(options={"problem": problem.to_dict()})
+    _, reward, _, _, info = env.step(trace.completion)
+    assert reward == 1.0 and info["backtracks"] == 1 and env.episode.state == trace.final_state

@@ -18,6 +18,10 @@ def styles_for(task: Task) -> dict[str, Any]:
         from backtrack_gym.agents.traces import countdown
 
         return countdown.STYLES
+    if task.name == "math":
+        from backtrack_gym.agents.traces import math
+
+        return math.STYLES
     raise ValueError(f"no trace styles for task {task.name!r}")
 
 

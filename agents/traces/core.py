@@ -24,6 +24,7 @@ class Trace:
         solved: the last state reaches the goal.
         final_state: the state the writer ended in (what a replay must reach).
         backtracks: number of backtrack lines.
+        steps: number of applied step lines (not free text or backtracks).
     """
 
     lines: list[str]
@@ -31,6 +32,7 @@ class Trace:
     solved: bool
     final_state: Any
     backtracks: int
+    steps: int
 
     @property
     def completion(self) -> str:
@@ -59,6 +61,7 @@ class TraceWriter:
     lines: list[str] = field(default_factory=list)
     masked: list[int] = field(default_factory=list)
     backtracks: int = 0
+    notes: int = 0
 
     def __post_init__(self) -> None:
         self.states = [self.task.initial_state(self.problem)]
@@ -93,6 +96,11 @@ class TraceWriter:
         self.path.append(step)
         return state
 
+    def note(self, line: str) -> None:
+        """Write a free-text line (no step; the grammar must read it as text)."""
+        self.lines.append(line)
+        self.notes += 1
+
     def backtrack(self) -> None:
         """Write a backtrack line and return to the previous state."""
         if self.depth == 0:
@@ -113,4 +121,5 @@ class TraceWriter:
             self.apply(step)
 
     def finish(self) -> Trace:
-        return Trace(list(self.lines), list(self.masked), self.solved(), self.state, self.backtracks)
+        steps = len(self.lines) - self.backtracks - self.notes
+        return Trace(list(self.lines), list(self.masked), self.solved(), self.state, self.backtracks, steps)
