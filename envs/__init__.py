@@ -1,8 +1,9 @@
 """Task environments; :mod:`backtrack_gym.envs.core` is what they share."""
 
 from backtrack_gym.envs.core import BACKTRACK, Episode, Invalid, Task, TextEnv
+from backtrack_gym.envs.token_env import TokenEnv
 
-__all__ = ["BACKTRACK", "Episode", "Invalid", "Task", "TextEnv", "make_task"]
+__all__ = ["BACKTRACK", "Episode", "Invalid", "Task", "TextEnv", "TokenEnv", "make_task"]
 
 
 def make_task(name: str, **config: object) -> Task:

@@ -6,9 +6,9 @@ are for a character vocabulary of about 100 tokens with tied embeddings:
 ========  =======  ======  =====  ========  =====  ==========
 name      d_model  layers  heads  KV heads  FFN    parameters
 ========  =======  ======  =====  ========  =====  ==========
-tiny      32       2       4      2         64     ~0.03M (tests)
-1M        128      4       4      1         512    ~0.97M
-3M        256      6       4      1         512    ~3.4M (the research's 3M model)
+tiny      32       2       4      2         64     ~0.02M (tests)
+1M        128      4       4      1         512    ~0.96M
+3M        256      6       4      1         512    ~3.37M (the research's 3M model)
 17M       512      8       8      2         1024   ~17.9M
 38M       640      10      10     2         1536   ~39.4M
 144M      1024     12      16     4         3072   ~144.8M

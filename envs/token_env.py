@@ -1,0 +1,149 @@
+"""``TokenEnv``: a backtrack-gym text env seen one token at a time, for classic RL libraries.
+
+Actions are token ids (``Discrete(vocab_size)``); observations are a fixed-size window
+of token ids plus its length. Tokens accumulate into a pending action that goes to
+the inner text env when it is complete, so any policy that emits tokens (an SB3 PPO
+MLP, an LM sampled one token per step) plays the same envs with the same rewards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from backtrack_gym.envs.core import TextEnv
+
+
+class TokenEnv(gym.Wrapper):
+    """A text env with token-id actions and observations.
+
+    One step is one token:
+
+    - a token whose text contains a newline ends the line in step mode: the
+      pending line goes to the inner env, whose reward, termination and truncation
+      are returned (in completion mode a newline is an ordinary token);
+    - ``<bksp>`` deletes the last pending token (nothing when none is pending);
+    - eos sends the pending text (the whole output in completion mode, the line if
+      any in step mode) and ends the episode (terminated);
+    - any other token is appended to the pending action; an action that reaches
+      ``max_action_tokens`` is sent as it is (the env judges it, e.g. as invalid).
+
+    Every other step has reward 0. The observation ``{"tokens", "length"}`` holds the
+    token ids of the env's latest observation (formatted by ``observation_format``,
+    default: the text and a newline) followed by the pending tokens, right-padded
+    with the pad id to ``max_length``; when longer, the newest ``max_length`` tokens
+    are kept. ``info`` is the inner env's, plus ``"pending"`` (the pending text).
+
+    Args:
+        env: a backtrack-gym text env (e.g. ``gym.make("backtrack_gym/CountDown-v0")``).
+        tokenizer: an HF tokenizer with ``<bksp>``, eos and pad (see
+            :mod:`backtrack_gym.train.tokenizer`); only its Python API is used.
+        max_length: the size of the observation window.
+        max_action_tokens: the most tokens of one action (a line, or the whole
+            output in completion mode).
+        observation_format: the text shown for an env observation.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        tokenizer: Any,
+        *,
+        max_length: int = 128,
+        max_action_tokens: int = 32,
+        observation_format: Callable[[str], str] | None = None,
+    ):
+        super().__init__(env)
+        if not isinstance(env.unwrapped, TextEnv):
+            raise TypeError(f"TokenEnv wraps a backtrack-gym TextEnv, got {type(env.unwrapped).__name__}")
+        if max_length < 1 or max_action_tokens < 1:
+            raise ValueError(
+                f"max_length and max_action_tokens must be positive, got {max_length}, {max_action_tokens}"
+            )
+        vocab = tokenizer.get_vocab()
+        if "<bksp>" not in vocab or tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+            raise ValueError("the tokenizer needs <bksp>, eos and pad tokens (see backtrack_gym.train.tokenizer)")
+        self.tokenizer = tokenizer
+        self.vocab_size = len(tokenizer)
+        self.bksp_id = vocab["<bksp>"]
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id
+        texts = tokenizer.batch_decode([[i] for i in range(self.vocab_size)])
+        self.newline_ids = frozenset(i for i, text in enumerate(texts) if "\n" in text)
+        self.max_length = max_length
+        self.max_action_tokens = max_action_tokens
+        self.observation_format = observation_format or (lambda text: text + "\n")
+        self.completion = env.unwrapped.interaction == "completion"
+        self.action_space = spaces.Discrete(self.vocab_size)
+        self.observation_space = spaces.Dict(
+            {
+                "tokens": spaces.Box(0, self.vocab_size - 1, shape=(max_length,), dtype=np.int64),
+                "length": spaces.Box(0, max_length, shape=(1,), dtype=np.int64),
+            }
+        )
+        self.context: list[int] = []
+        self.pending: list[int] = []
+        self.info: dict[str, Any] = {}
+        self.done = True
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Reset the inner env (``options`` pass through, e.g. a pinned problem)."""
+        text, info = self.env.reset(seed=seed, options=options)
+        self._show(text, info)
+        self.done = False
+        return self._observation(), self._with_pending(info)
+
+    def step(self, action: int) -> tuple[dict[str, np.ndarray], float, bool, bool, dict[str, Any]]:
+        if self.done:
+            raise gym.error.ResetNeeded("call reset() before step(): the episode has ended or not begun")
+        token = int(action)
+        if not 0 <= token < self.vocab_size:
+            raise ValueError(f"an action is a token id in [0, {self.vocab_size}), got {action!r}")
+        if token == self.eos_id:
+            if self.completion or self.pending:
+                return self._send(stop=True)
+            self.done = True
+            return self._observation(), 0.0, True, False, self._with_pending(self.info)
+        if token == self.bksp_id:
+            if self.pending:
+                self.pending.pop()
+            return self._observation(), 0.0, False, False, self._with_pending(self.info)
+        if token in self.newline_ids and not self.completion:
+            return self._send(last=token)
+        self.pending.append(token)
+        if len(self.pending) >= self.max_action_tokens:
+            return self._send()
+        return self._observation(), 0.0, False, False, self._with_pending(self.info)
+
+    def _send(
+        self, *, last: int | None = None, stop: bool = False
+    ) -> tuple[dict[str, np.ndarray], float, bool, bool, dict]:
+        """Send the pending action to the inner env; ``last`` ends a line (its text before the newline counts)."""
+        text = self.tokenizer.decode(self.pending, skip_special_tokens=True)
+        if last is not None:
+            text += self.tokenizer.decode([last], skip_special_tokens=True).split("\n", 1)[0]
+        observation, reward, terminated, truncated, info = self.env.step(text)
+        self.pending = []
+        self._show(observation, info)
+        terminated = terminated or stop
+        self.done = terminated or truncated
+        return self._observation(), float(reward), terminated, truncated, self._with_pending(info)
+
+    def _show(self, text: str, info: dict[str, Any]) -> None:
+        self.context = self.tokenizer(self.observation_format(text), add_special_tokens=False)["input_ids"]
+        self.info = info
+
+    def _observation(self) -> dict[str, np.ndarray]:
+        window = (self.context + self.pending)[-self.max_length :]
+        tokens = np.full(self.max_length, self.pad_id, dtype=np.int64)
+        tokens[: len(window)] = window
+        return {"tokens": tokens, "length": np.array([len(window)], dtype=np.int64)}
+
+    def _with_pending(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {**info, "pending": self.tokenizer.decode(self.pending, skip_special_tokens=True)}
