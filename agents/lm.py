@@ -411,7 +411,8 @@ class LMAgent:
                 actions[i] = text
             else:
                 row.active, row.queue = False, []
-        for i, (observation, reward, terminated, truncated, info) in batch.step(actions).items():
+        results = batch.step(actions) if actions else {}
+        for i, (observation, reward, terminated, truncated, info) in results.items():
             row = rows[i]
             row.lines.append(actions[i])
             row.rewards.append(reward)

@@ -208,8 +208,8 @@ def test_sampling_is_seeded_and_budgets_hold(model, tokenizer):
     assert [e.completion_ids for e in first] == [e.completion_ids for e in again]
     for episode in first:
         assert all(len(line) <= 5 for line in episode.lines)
-    greedy, top1 = run(greedy=True), run(top_k=1, seed=7)
-    assert [e.completion_ids for e in greedy] == [e.completion_ids for e in top1]
+    greedy, top1, nucleus = run(greedy=True), run(top_k=1, seed=7), run(top_p=1e-6, seed=5)
+    assert [e.completion_ids for e in greedy] == [e.completion_ids for e in top1] == [e.completion_ids for e in nucleus]
     eos = tokenizer.eos_token_id
     for episode in run(seed=0, stop_at_eos=False, max_episode_tokens=20):
         assert eos not in episode.completion_ids and sum(episode.model_mask) <= 20
