@@ -171,7 +171,7 @@ class _Row:
     info: dict[str, Any] = field(default_factory=dict)
     terminated: bool = False
     truncated: bool = False
-    stop_reason: str = "env"
+    stop_reason: str | None = None  # set when the episode ends
 
     def add(self, token: int, *, model: bool, logprob: float = 0.0, fed: int | None = None, position: int = -1) -> int:
         """Append a slot; a model token joins the pending action. Returns its index."""
@@ -407,7 +407,7 @@ class LMAgent:
                 continue
             text = self._action_text(row, completion)
             # An empty line at eos or at the token budget is no action: the episode just stops.
-            if text or completion or row.stop_reason == "env":
+            if text or completion or row.stop_reason is None:
                 actions[i] = text
             else:
                 row.active, row.queue = False, []
@@ -419,7 +419,7 @@ class LMAgent:
             row.info, row.terminated, row.truncated = info, terminated, truncated
             if terminated or truncated:
                 row.stop_reason = "env"
-            if terminated or truncated or row.stop_reason != "env":
+            if row.stop_reason is not None:
                 row.active, row.queue = False, []
                 continue
             ended_with_newline = row.emitted[-1] in self.newline_ids
@@ -433,7 +433,7 @@ class LMAgent:
 
     def _action_text(self, row: _Row, completion: bool) -> str:
         text = self.tokenizer.decode([row.fed[s] for s in row.action], skip_special_tokens=True)
-        if not completion and row.emitted[-1] in self.newline_ids and row.emitted[-1] != self.eos_id:
+        if not completion and row.emitted[-1] in self.newline_ids:
             # A token that ends a line may carry text before its newline (BPE merges like ".\n").
             text += self.tokenizer.decode([row.emitted[-1]], skip_special_tokens=True).split("\n", 1)[0]
         return text
