@@ -471,7 +471,7 @@ class _Decoder:
         self.model = model
         self.pad_id = pad_id
         self.device = device
-        self.mask = torch.zeros((size, 256), dtype=torch.long, device=device)
+        self.mask = torch.zeros((size, 64), dtype=torch.long, device=device)  # doubled as needed
         self.length = 0
         self.cache = None
 
