@@ -22,6 +22,10 @@ def styles_for(task: Task) -> dict[str, Any]:
         from backtrack_gym.agents.traces import math
 
         return math.STYLES
+    if task.name == "sudoku":
+        from backtrack_gym.agents.traces import sudoku
+
+        return sudoku.STYLES
     raise ValueError(f"no trace styles for task {task.name!r}")
 
 

@@ -225,16 +225,22 @@ def solve(board: Shape, grid: bytes, max_nodes: int | None = None) -> list[Step]
     return _steps(board, trail)
 
 
-def search_trace(board: Shape, grid: bytes) -> list[Step | None] | None:
+def search_trace(
+    board: Shape,
+    grid: bytes,
+    propagator: Callable[[Shape, Candidates, list[int], Trail | None], bool] = propagate,
+) -> list[Step | None] | None:
     """The whole depth-first search from ``grid`` as steps: every placement it made, and
     None for each placement undone (one ``<backtrack>`` line each).
 
     Replaying it from ``grid`` reaches the solution :func:`solve` finds; None when
-    ``grid`` has no solution.
+    ``grid`` has no solution. ``propagator`` runs after each guess (see :class:`Search`);
+    one that takes its placements back out of the trail when it fails leaves such
+    guesses out of the trace.
     """
     trail: Trail = []
     cands = _propagated(board, grid, trail)
-    if cands is None or Search(board, trace=True).first(cands, trail) is None:
+    if cands is None or Search(board, propagator=propagator, trace=True).first(cands, trail) is None:
         return None
     return _steps(board, trail)
 
