@@ -11,6 +11,10 @@ import backtrack_gym
 from backtrack_gym.agents.play import PlayConfig, format_table, play_table
 from backtrack_gym.config import add_config_arguments, config_from_args
 from backtrack_gym.train.data import DataConfig, build_and_export
+from backtrack_gym.train.evaluate import EvalConfig
+from backtrack_gym.train.grpo import GRPORunConfig
+from backtrack_gym.train.run import RunConfig
+from backtrack_gym.train.sft import SFTRunConfig
 
 
 def run_play(config: PlayConfig) -> None:
@@ -24,9 +28,42 @@ def run_data(config: DataConfig) -> None:
     print(format_table(table))
 
 
+def run_sft_command(config: SFTRunConfig) -> None:
+    from backtrack_gym.train.sft import run_sft
+
+    print(f"model and tokenizer saved to {run_sft(config)}")
+
+
+def run_grpo_command(config: GRPORunConfig) -> None:
+    from backtrack_gym.train.grpo import run_grpo
+
+    print(f"model and tokenizer saved to {run_grpo(config)}")
+
+
+def run_eval(config: EvalConfig) -> None:
+    from backtrack_gym.train.evaluate import evaluate
+
+    print(f"{config.model} on {config.n} {config.split} problems")
+    print(format_table([evaluate(config)]))
+
+
+def run_main_job(config: RunConfig) -> None:
+    from backtrack_gym.train.run import results_table, run_main, tensorboard_dirs
+
+    results = run_main(config)
+    print(f"\nheld-out solve rate after SFT and after GRPO ({config.n_eval} problems each)")
+    print(format_table(results_table(results)))
+    print(f"wall time {results['wall_seconds'] / 60:.1f} min; results in {config.output_dir}/results.json")
+    print("TensorBoard: tensorboard --logdir " + " --logdir ".join(tensorboard_dirs(config)))
+
+
 COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "play": (PlayConfig, run_play),
     "data": (DataConfig, run_data),
+    "sft": (SFTRunConfig, run_sft_command),
+    "grpo": (GRPORunConfig, run_grpo_command),
+    "eval": (EvalConfig, run_eval),
+    "run": (RunConfig, run_main_job),
 }
 
 

@@ -12,7 +12,14 @@ from backtrack_gym.rewards.terms import (
     score,
 )
 
-_ADAPTERS = ("completion_text", "replay_stats", "trl_reward_functions")
+_ADAPTERS = (
+    "METRICS",
+    "completion_text",
+    "episode_reward_functions",
+    "replay_stats",
+    "stats_from_info",
+    "trl_reward_functions",
+)
 _MATH = ("math_answer_reward",)
 _SUDOKU = ("sudoku_grid_reward",)
 

@@ -62,3 +62,17 @@ def test_add_special_tokens_to_an_existing_tokenizer_and_model():
     assert ids == [1, action_token_ids(tokenizer)[BACKTRACK], 2, action_token_ids(tokenizer)[BKSP]]
     assert add_special_tokens_to(tokenizer, model) == 0  # idempotent
     assert model.get_input_embeddings().num_embeddings == 7
+
+
+def test_load_tokenizer_from_a_model_directory(tmp_path):
+    # AutoTokenizer would swap in Qwen2's BPE tokenizer beside a Qwen2 config and lose the spaces.
+    from backtrack_gym.envs import make_task
+    from backtrack_gym.train.models import build_model
+    from backtrack_gym.train.tokenizer import build_tokenizer, load_tokenizer
+
+    tokenizer = build_tokenizer(make_task("countdown"))
+    build_model("tiny", tokenizer, seed=0).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    text = "Target: 24 | Numbers: 3 5 7 8\n3 * 8 = 24\n<backtrack>\n"
+    assert load_tokenizer(tmp_path)(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert load_tokenizer(tmp_path).decode(tokenizer(text)["input_ids"]) == text

@@ -12,6 +12,9 @@ must read the ``<backtrack>`` line and a trainer must see the backspaces.
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backtrack_gym.envs.core import BACKTRACK, Task
@@ -59,6 +62,23 @@ def build_tokenizer(alphabet: str | Task, *, bos: bool = False) -> PreTrainedTok
     )
     tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in ACTION_TOKENS])
     return tokenizer
+
+
+def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
+    """Load a tokenizer saved with ``save_pretrained``, keeping our character tokenizer as it is.
+
+    ``AutoTokenizer`` reads the tokenizer class of a Qwen2 *model* directory from the
+    model's config (transformers 5 treats a Qwen2 checkpoint's declared tokenizer
+    class as wrong) and would rebuild ours as a BPE tokenizer that drops spaces; a
+    directory holding only the tokenizer loads fine either way.
+    """
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    config_file = Path(path) / "tokenizer_config.json"
+    declared = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.is_file() else None
+    if declared in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        return PreTrainedTokenizerFast.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path)
 
 
 def add_special_tokens_to(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel | None = None) -> int:

@@ -1,0 +1,136 @@
+"""SFT then GRPO with a tiny model on the CPU, TensorBoard curves, and resume after kill -9."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from backtrack_gym.train.grpo import GRPORunConfig, run_grpo  # noqa: E402
+from backtrack_gym.train.sft import IGNORE, SFTRunConfig, run_sft, tokenize_row  # noqa: E402
+from backtrack_gym.train.tokenizer import build_tokenizer  # noqa: E402
+
+TASK_CONFIG = {"num_count": 3, "number_max": 9, "target_min": 10, "target_max": 40}
+
+
+def tensorboard(path: Path) -> EventAccumulator:
+    events = EventAccumulator(str(path), size_guidance={"scalars": 0, "tensors": 0})
+    events.Reload()
+    return events
+
+
+def test_tokenize_row_masks_prompt_and_spans():
+    from backtrack_gym.envs import make_task
+
+    tokenizer = build_tokenizer(make_task("countdown"))
+    completion = "3 + 4 = 7\n<backtrack>\n3 * 8 = 24\n"
+    row = tokenize_row(tokenizer, "Target: 24 | Numbers: 3 4 8\n", completion, [[0, 10]])
+    kept = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label != IGNORE]
+    assert tokenizer.decode(kept) == "<backtrack>\n3 * 8 = 24\n" + tokenizer.eos_token
+    masked = [t for t, label in zip(row["input_ids"], row["labels"], strict=True) if label == IGNORE]
+    assert tokenizer.decode(masked) == "Target: 24 | Numbers: 3 4 8\n3 + 4 = 7\n"
+
+
+@pytest.mark.slow
+def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
+    torch.set_num_threads(1)
+    sft = run_sft(
+        SFTRunConfig(
+            model="tiny",
+            style="self_backtrack",
+            n_train=64,
+            max_steps=4,
+            batch_size=8,
+            logging_steps=1,
+            save_steps=2,
+            workers=1,
+            task_config=TASK_CONFIG,
+            output_dir=str(tmp_path / "sft"),
+        )
+    )
+    assert (sft / "model.safetensors").is_file() and (sft / "tokenizer.json").is_file()
+    assert {"train/loss", "train/learning_rate"} <= set(tensorboard(tmp_path / "sft" / "tensorboard").Tags()["scalars"])
+    for interaction in ("completion", "step"):
+        out = tmp_path / f"grpo_{interaction}"
+        final = run_grpo(
+            GRPORunConfig(
+                model=str(sft),
+                task_config=TASK_CONFIG,
+                output_dir=str(out),
+                interaction=interaction,
+                n_prompts=16,
+                max_steps=2,
+                prompts_per_step=2,
+                num_generations=2,
+                max_completion_length=24,
+                max_env_steps=4,
+                beta=0.01,
+                logging_steps=1,
+                save_steps=100,
+            )
+        )
+        assert (final / "model.safetensors").is_file()
+        events = tensorboard(out / "tensorboard")
+        scalars = set(events.Tags()["scalars"])
+        for name in ("correct", "solved", "backtracks", "invalid_steps"):
+            assert f"train/rewards/countdown_{name}/mean" in scalars, (interaction, sorted(scalars))
+        assert {"train/completions/mean_length", "train/kl", "train/entropy", "train/reward"} <= scalars
+        assert [e.step for e in events.Scalars("train/reward")] == [1, 2]
+        assert any("completions" in tag for tag in events.Tags()["tensors"])
+
+
+def _sft_command(output: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "backtrack_gym", "sft", "--model", "tiny", "--n-train", "256", "--batch-size", "8",
+        "--max-steps", "12", "--save-steps", "3", "--save-total-limit", "10", "--logging-steps", "1",
+        "--workers", "1", "--output-dir", str(output), "--task-config", json.dumps(TASK_CONFIG), *extra,
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    output = tmp_path / "sft"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    kill_after = random.Random(os.getpid()).choice([1, 2, 3])  # checkpoints written before the kill
+    process = subprocess.Popen(_sft_command(output), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (output / f"checkpoint-{3 * kill_after}" / "trainer_state.json").exists():
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = {p.name for p in output.iterdir() if p.name.startswith("checkpoint-")}
+    assert not (output / "final").exists()
+
+    subprocess.run(_sft_command(output, "--resume", "true"), env=env, check=True, capture_output=True)
+    assert written <= {p.name for p in output.iterdir()}, "a checkpoint of the killed run was lost"
+    state = json.loads((output / "checkpoint-12" / "trainer_state.json").read_text())
+    assert state["global_step"] == 12
+    assert (output / "final" / "model.safetensors").is_file()
+    steps = [event.step for event in tensorboard(output / "tensorboard").Scalars("train/loss")]
+    assert steps == list(range(1, 13)), steps  # the curve continues, each step once
+
+
+@pytest.mark.slow
+def test_sft_runs_under_accelerate_with_two_cpu_processes(tmp_path):
+    output = tmp_path / "sft"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--module", "backtrack_gym",
+        *_sft_command(output)[3:], "--max-steps", "4",
+    ]  # fmt: skip
+    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())
+    assert state["global_step"] == 4
+    assert (output / "final" / "model.safetensors").is_file()

@@ -1,0 +1,298 @@
+"""GRPO with TRL's ``GRPOTrainer``, starting from an SFT checkpoint.
+
+Two paths:
+
+- ``interaction="completion"`` (single turn): TRL samples whole completions and the
+  reward functions of :mod:`backtrack_gym.rewards` replay each one against the
+  problem, which travels as a data set column.
+- ``interaction="step"`` (multi turn): a ``rollout_func`` plays the LM agent against
+  the envs line by line; the env's observation tokens are attended to but carry no
+  loss (``env_mask``), and rewards are scored from each episode's final ``info``.
+  TRL recomputes log-probabilities with a 2D attention mask, which cannot express a
+  deleted token, so this path samples no ``<bksp>``; ``<backtrack>`` lines are kept.
+
+Every generation of a group sees the same problem: TRL repeats each prompt
+``num_generations`` times and the rollout pins each env to its prompt's problem.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backtrack_gym.train.common import (
+    FINAL_DIR,
+    atomic_save_dir,
+    checkpoint_step,
+    device_arguments,
+    last_checkpoint,
+    tensorboard_callback,
+)
+
+ENV_IDS = {
+    "countdown": "backtrack_gym/CountDown-v0",
+    "sudoku": "backtrack_gym/Sudoku-v0",
+    "math": "backtrack_gym/Math-v0",
+}
+INFO_COLUMN = "episode_info"
+
+
+@dataclass
+class GRPORunConfig:
+    """GRPO from an SFT checkpoint on generated problems, rewarded by the env's verifier.
+
+    Attributes:
+        task: task name (``countdown``, ``sudoku``, ``math``).
+        task_config: task config fields, e.g. ``{num_count: 3, target_max: 50}``.
+        model: path of the starting model (an SFT ``final/`` directory).
+        output_dir: where checkpoints, TensorBoard logs and ``final/`` go.
+        interaction: ``completion`` (single turn) or ``step`` (multi turn through the LM agent).
+        backtrack: whether ``<backtrack>`` lines undo steps in the envs.
+        reward_weights: weights of the reward terms (``correct``, ``progress``, ``format``,
+            ``validity``, ``length``, ``backtrack``).
+        n_prompts: training problems (train split).
+        seed: seed of the problems, sampling and training.
+        max_steps: optimiser steps.
+        prompts_per_step: distinct problems per step.
+        num_generations: completions per problem (the group size G).
+        max_completion_length: most tokens a completion may take.
+        max_env_steps: step budget of an episode in the env.
+        temperature: sampling temperature.
+        learning_rate: peak learning rate.
+        beta: KL coefficient against the starting model (0 drops the reference model).
+        loss_type: TRL loss (``grpo``, ``dapo``, ``dr_grpo``, ...).
+        logging_steps: steps between logged metrics.
+        save_steps: steps between checkpoints.
+        save_total_limit: checkpoints kept.
+        samples_to_log: completions written to TensorBoard at each log.
+        resume: continue from the newest checkpoint in ``output_dir``.
+        use_vllm: generate with vLLM (GPU only; single-turn path).
+        bf16: use bfloat16 on a GPU (ignored on the CPU).
+    """
+
+    task: str = "countdown"
+    task_config: dict[str, Any] = field(default_factory=dict)
+    model: str = "runs/sft/final"
+    output_dir: str = "runs/grpo"
+    interaction: str = "completion"
+    backtrack: bool = True
+    reward_weights: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
+    n_prompts: int = 2000
+    seed: int = 0
+    max_steps: int = 100
+    prompts_per_step: int = 8
+    num_generations: int = 8
+    max_completion_length: int = 128
+    max_env_steps: int = 32
+    temperature: float = 1.0
+    learning_rate: float = 5e-5
+    beta: float = 0.0
+    loss_type: str = "dapo"
+    logging_steps: int = 5
+    save_steps: int = 50
+    save_total_limit: int = 2
+    samples_to_log: int = 4
+    resume: bool = False
+    use_vllm: bool = False
+    bf16: bool = False
+
+    def validate(self) -> GRPORunConfig:
+        if self.interaction not in ("completion", "step"):
+            raise ValueError(f"interaction must be 'completion' or 'step', got {self.interaction!r}")
+        if self.task not in ENV_IDS:
+            raise ValueError(f"task must be one of {sorted(ENV_IDS)}, got {self.task!r}")
+        if self.num_generations < 2:
+            raise ValueError("num_generations must be at least 2 (GRPO compares completions within a group)")
+        for name in ("n_prompts", "max_steps", "prompts_per_step", "max_completion_length", "max_env_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.use_vllm and self.interaction == "step":
+            raise ValueError("use_vllm applies to the single-turn path (interaction='completion')")
+        from backtrack_gym.rewards import check_weights
+
+        check_weights(self.reward_weights)
+        return self
+
+
+def prompt_dataset(task: Any, n: int, split: str = "train") -> Any:
+    """Rows ``prompt`` (what the model sees, as in SFT) and ``problem`` (JSON) for items ``0..n-1``."""
+    import datasets
+
+    rows = []
+    for index in range(n):
+        problem = task.generate(index, split)
+        rows.append({"prompt": task.prompt(problem) + "\n", "problem": json.dumps(task.problem_to_dict(problem))})
+    return datasets.Dataset.from_list(rows)
+
+
+class StepRollout:
+    """A TRL ``rollout_func`` that plays the LM agent in step mode, one env per prompt entry."""
+
+    def __init__(self, config: GRPORunConfig, tokenizer: Any, problems: dict[str, str]):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.problems = problems
+        self.calls = 0
+
+    def __call__(self, prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
+        import gymnasium as gym
+
+        from backtrack_gym.agents.lm import LMAgent, SamplingConfig
+        from backtrack_gym.train.tokenizer import BKSP, action_token_ids
+
+        config = self.config
+        envs = [
+            gym.make(
+                ENV_IDS[config.task],
+                interaction="step",
+                backtrack=config.backtrack,
+                max_steps=config.max_env_steps,
+                **config.task_config,
+            )
+            for _ in prompts
+        ]
+        bksp = action_token_ids(self.tokenizer)[BKSP]
+
+        def no_backspace(rows: list[int], tokens: list[list[int]], scores: Any) -> Any:
+            scores[:, bksp] = float("-inf")
+            return scores
+
+        sampling = SamplingConfig(
+            temperature=config.temperature,
+            max_episode_tokens=config.max_completion_length,
+            seed=config.seed * 1_000_003 + self.calls,
+        )
+        self.calls += 1
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        was_training = model.training
+        model.eval()
+        try:
+            agent = LMAgent(model, self.tokenizer, sampling, logits_processor=no_backspace)
+            episodes = agent.rollout(envs, options=[{"problem": self.problems[p]} for p in prompts])
+        finally:
+            model.train(was_training)
+            for env in envs:
+                env.close()
+        return {
+            "prompt_ids": [e.prompt_ids for e in episodes],
+            "completion_ids": [e.completion_ids for e in episodes],
+            "logprobs": [e.logprobs for e in episodes],
+            "env_mask": [e.model_mask for e in episodes],
+            INFO_COLUMN: [_plain_info(e.info) for e in episodes],
+        }
+
+
+def _plain_info(info: dict[str, Any]) -> dict[str, Any]:
+    keys = ("steps", "valid_steps", "malformed_steps", "illegal_steps", "backtracks", "solved", "progress")
+    return {key: info[key] for key in keys}
+
+
+class CompletionLog:
+    """Keeps the last batch a reward function scored, and writes a few of them to TensorBoard."""
+
+    def __init__(self, reward_func: Any, count: int):
+        self.reward_func = reward_func
+        self.count = count
+        self.latest: list[tuple[str, str, float]] = []
+        self.__name__ = reward_func.__name__
+
+    def __call__(self, prompts: Any = None, completions: Any = (), **columns: Any) -> list[float]:
+        from backtrack_gym.rewards import completion_text
+
+        rewards = self.reward_func(prompts=prompts, completions=completions, **columns)
+        prompts = prompts if prompts is not None else [""] * len(completions)
+        self.latest = [(str(p), completion_text(c), r) for p, c, r in zip(prompts, completions, rewards, strict=True)][
+            : self.count
+        ]
+        return rewards
+
+    def text(self) -> str:
+        blocks = [
+            f"reward {r:g}\n\n    {p.strip()}\n    {c.strip()}".replace("\n", "\n    ") for p, c, r in self.latest
+        ]
+        return "\n\n---\n\n".join(blocks)
+
+
+def _samples_callback(log: CompletionLog, tensorboard: Any) -> Any:
+    from transformers import TrainerCallback
+
+    class SampleText(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            if log.latest and state.is_world_process_zero and tensorboard.tb_writer is not None:
+                tensorboard.tb_writer.add_text("completions", log.text(), state.global_step)
+
+    return SampleText()
+
+
+def run_grpo(config: GRPORunConfig) -> Path:
+    """Train and save the model (with its tokenizer) to ``<output_dir>/final``; returns that path."""
+    from transformers import AutoModelForCausalLM
+    from trl import GRPOConfig, GRPOTrainer
+
+    from backtrack_gym.envs import make_task
+    from backtrack_gym.rewards import episode_reward_functions, trl_reward_functions
+    from backtrack_gym.train.tokenizer import load_tokenizer
+
+    config.validate()
+    output = Path(config.output_dir)
+    task = make_task(config.task, **{**config.task_config, "seed": config.seed})
+    tokenizer = load_tokenizer(config.model)
+    model = AutoModelForCausalLM.from_pretrained(config.model)
+    dataset = prompt_dataset(task, config.n_prompts)
+    step_mode = config.interaction == "step"
+    if step_mode:
+        funcs = episode_reward_functions(task.name, config.reward_weights, info_column=INFO_COLUMN, metrics=True)
+        rollout = StepRollout(config, tokenizer, dict(zip(dataset["prompt"], dataset["problem"], strict=True)))
+    else:
+        funcs = trl_reward_functions(
+            task, config.reward_weights, backtrack=config.backtrack, max_steps=config.max_env_steps, metrics=True
+        )
+        rollout = None
+    weights = [1.0] * len(config.reward_weights) + [0.0] * (len(funcs) - len(config.reward_weights))
+    samples = CompletionLog(funcs[0], config.samples_to_log)
+    funcs[0] = samples
+    checkpoint = last_checkpoint(output) if config.resume else None
+    tensorboard = tensorboard_callback(output, checkpoint_step(checkpoint))
+    args = GRPOConfig(
+        output_dir=str(output),
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.prompts_per_step * config.num_generations,
+        num_generations=config.num_generations,
+        max_completion_length=config.max_completion_length,
+        temperature=config.temperature,
+        learning_rate=config.learning_rate,
+        beta=config.beta,
+        loss_type=config.loss_type,
+        reward_weights=weights,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        report_to=[],
+        use_vllm=config.use_vllm,
+        dataloader_num_workers=0,
+        **device_arguments(config.bf16),
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=funcs,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[tensorboard, _samples_callback(samples, tensorboard)],
+        rollout_func=rollout,
+    )
+    trainer.train(resume_from_checkpoint=checkpoint)
+
+    def save(path: Path) -> None:
+        trainer.model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        (path / "grpo_config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True))
+
+    final_dir = output / FINAL_DIR
+    if trainer.is_world_process_zero():  # under accelerate every process trains; one writes
+        atomic_save_dir(final_dir, save)
+    trainer.accelerator.wait_for_everyone()
+    return final_dir

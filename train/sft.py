@@ -1,0 +1,197 @@
+"""SFT warm-up on oracle traces with TRL's ``SFTTrainer``.
+
+The data set is tokenized here: the prompt and every masked span of the completion
+(the wrong steps of self-backtracking traces) get label -100, so the loss covers
+only what the model should learn to write, and TRL takes the ``input_ids`` /
+``labels`` columns as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backtrack_gym.train.common import (
+    FINAL_DIR,
+    atomic_save_dir,
+    checkpoint_step,
+    device_arguments,
+    last_checkpoint,
+    tensorboard_callback,
+)
+
+IGNORE = -100
+
+
+@dataclass
+class SFTRunConfig:
+    """SFT warm-up: build trace data, then train a model from scratch (or a HF model) on it.
+
+    Attributes:
+        task: task name (``countdown``, ``sudoku``, ``math``).
+        style: trace style of the training data (``direct``, ``dfs``, ``mix``, ...).
+        n_train: training traces.
+        seed: seed of the data, the model's initial weights and the training order.
+        task_config: task config fields, e.g. ``{num_count: 3, target_max: 50}``.
+        model: a preset size (``tiny``, ``1M``, ``3M``, ``17M``, ``38M``, ``144M``)
+            trained from scratch, or a local path / hub name of a pretrained model.
+        output_dir: where checkpoints, TensorBoard logs and ``final/`` go.
+        epochs: passes over the data (ignored when ``max_steps`` > 0).
+        max_steps: optimiser steps; 0 means use ``epochs``.
+        batch_size: sequences per optimiser step.
+        learning_rate: peak learning rate (cosine decay after warm-up).
+        warmup_ratio: share of the steps spent warming up.
+        weight_decay: AdamW weight decay.
+        max_length: longest sequence in tokens; longer traces are dropped (and counted).
+        logging_steps: steps between logged metrics.
+        save_steps: steps between checkpoints.
+        save_total_limit: checkpoints kept.
+        resume: continue from the newest checkpoint in ``output_dir``.
+        lora: train LoRA adapters (peft) instead of all weights.
+        lora_rank: LoRA rank.
+        workers: processes writing the traces.
+        bf16: use bfloat16 on a GPU (ignored on the CPU).
+    """
+
+    task: str = "countdown"
+    style: str = "dfs"
+    n_train: int = 5000
+    seed: int = 0
+    task_config: dict[str, Any] = field(default_factory=dict)
+    model: str = "1M"
+    output_dir: str = "runs/sft"
+    epochs: float = 1.0
+    max_steps: int = 0
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    warmup_ratio: float = 0.05
+    weight_decay: float = 0.01
+    max_length: int = 512
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int = 2
+    resume: bool = False
+    lora: bool = False
+    lora_rank: int = 16
+    workers: int = 2
+    bf16: bool = False
+
+    def validate(self) -> SFTRunConfig:
+        for name in ("n_train", "batch_size", "max_length", "logging_steps", "save_steps", "workers", "lora_rank"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_steps < 0 or self.epochs <= 0:
+            raise ValueError("max_steps must be >= 0 and epochs > 0")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        return self
+
+
+def tokenize_row(tokenizer: Any, prompt: str, completion: str, mask_spans: list[list[int]]) -> dict[str, list[int]]:
+    """``input_ids`` of prompt + completion + eos, and ``labels`` with the prompt and masked spans at -100."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    labels = [IGNORE] * len(ids)
+    cursor = 0
+    # Tokenize the completion piece by piece at span edges (line boundaries), so a span maps to whole tokens.
+    for start, end in [*mask_spans, [len(completion), len(completion)]]:
+        for text, masked in ((completion[cursor:start], False), (completion[start:end], True)):
+            if text:
+                piece = tokenizer(text, add_special_tokens=False)["input_ids"]
+                ids += piece
+                labels += [IGNORE] * len(piece) if masked else piece
+        cursor = end
+    ids.append(tokenizer.eos_token_id)
+    labels.append(tokenizer.eos_token_id)
+    return {"input_ids": ids, "labels": labels}
+
+
+def tokenize_dataset(dataset: Any, tokenizer: Any, max_length: int) -> tuple[Any, int]:
+    """The tokenized data set and how many rows were dropped for exceeding ``max_length``."""
+    tokenized = dataset.map(
+        lambda row: tokenize_row(tokenizer, row["prompt"], row["completion"], row["mask_spans"]),
+        remove_columns=dataset.column_names,
+    )
+    kept = tokenized.filter(lambda row: len(row["input_ids"]) <= max_length)
+    return kept, len(tokenized) - len(kept)
+
+
+def load_tokenizer_and_model(model: str, task: Any, seed: int) -> tuple[Any, Any]:
+    """The task's character tokenizer and a fresh preset, or a pretrained model with its tokenizer."""
+    from transformers import AutoTokenizer
+
+    from backtrack_gym.train.models import PRESETS, build_model
+    from backtrack_gym.train.tokenizer import build_tokenizer
+
+    tokenizer = build_tokenizer(task) if model in PRESETS else AutoTokenizer.from_pretrained(model)
+    return tokenizer, build_model(model, tokenizer, seed=seed)
+
+
+def run_sft(config: SFTRunConfig) -> Path:
+    """Train and save the model (with its tokenizer) to ``<output_dir>/final``; returns that path."""
+    from trl import SFTConfig, SFTTrainer
+
+    from backtrack_gym.envs import make_task
+    from backtrack_gym.train.data import build_sft_dataset
+
+    config.validate()
+    output = Path(config.output_dir)
+    task = make_task(config.task, **{**config.task_config, "seed": config.seed})
+    tokenizer, model = load_tokenizer_and_model(config.model, task, config.seed)
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(
+            model, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear")
+        )
+    dataset = build_sft_dataset(
+        task, config.style, config.n_train, config.seed, "train", workers=config.workers, progress=True
+    )
+    train_set, dropped = tokenize_dataset(dataset, tokenizer, config.max_length)
+    if dropped:
+        print(f"dropped {dropped} of {len(dataset)} traces longer than {config.max_length} tokens")
+    checkpoint = last_checkpoint(output) if config.resume else None
+    args = SFTConfig(
+        output_dir=str(output),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
+        weight_decay=config.weight_decay,
+        max_length=config.max_length,
+        logging_steps=config.logging_steps,
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        seed=config.seed,
+        report_to=[],
+        dataloader_num_workers=0,
+        **device_arguments(config.bf16),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        processing_class=tokenizer,
+        callbacks=[tensorboard_callback(output, checkpoint_step(checkpoint))],
+    )
+    trainer.train(resume_from_checkpoint=checkpoint)
+    final = trainer.model.merge_and_unload() if config.lora else trainer.model
+
+    def save(path: Path) -> None:
+        final.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        (path / "sft_config.json").write_text(_json(asdict(config)))
+
+    final_dir = output / FINAL_DIR
+    if trainer.is_world_process_zero():  # under accelerate every process trains; one writes
+        atomic_save_dir(final_dir, save)
+    trainer.accelerator.wait_for_everyone()
+    return final_dir
+
+
+def _json(data: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(data, indent=2, sort_keys=True)
