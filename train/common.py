@@ -61,12 +61,13 @@ def tensorboard_callback(output_dir: str | os.PathLike, resume_step: int) -> Any
     """A TensorBoard callback writing to ``<output_dir>/tensorboard``.
 
     One fixed directory keeps a resumed run on the same curve; ``purge_step`` makes
-    TensorBoard drop what the killed run logged after its last checkpoint, so each
+    TensorBoard drop what the killed run logged after its last checkpoint's step, so each
     step appears once.
     """
     from torch.utils.tensorboard import SummaryWriter
     from transformers.integrations import TensorBoardCallback
 
     log_dir = Path(output_dir) / TENSORBOARD_DIR
-    writer = SummaryWriter(log_dir=str(log_dir), purge_step=resume_step or None)
+    # The checkpoint holds step ``resume_step``; anything logged for a later step is stale.
+    writer = SummaryWriter(log_dir=str(log_dir), purge_step=resume_step + 1 if resume_step else None)
     return TensorBoardCallback(tb_writer=writer)
