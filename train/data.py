@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from backtrack_gym.agents.traces import write_trace
+from backtrack_gym.agents.traces import styles_for, write_trace
 from backtrack_gym.envs import BACKTRACK, make_task
 from backtrack_gym.envs.core import SPLITS, Task
 from backtrack_gym.envs.countdown.generator import item_rng
@@ -229,7 +229,7 @@ class DataConfig:
 
     Attributes:
         task: task name (``countdown``, ``sudoku``, ``math``).
-        styles: trace styles to build, one data set each.
+        styles: trace styles to build, one data set each (empty: every style of the task).
         n: problems (rows) per style.
         seed: seed of the problems and of the traces' random choices.
         split: ``train`` or ``test`` problems (held-out rules follow the env).
@@ -241,7 +241,7 @@ class DataConfig:
     """
 
     task: str = "countdown"
-    styles: tuple[str, ...] = ("direct", "dfs", "bfs", "mix", "think", "self_backtrack")
+    styles: tuple[str, ...] = ()
     n: int = 1000
     seed: int = 0
     split: str = "train"
@@ -269,7 +269,8 @@ class DataConfig:
 def build_and_export(config: DataConfig, progress: bool = True) -> list[dict[str, Any]]:
     """Build, write and summarise each style of ``config``; returns one statistics row per style."""
     table = []
-    for style in config.styles:
+    styles = config.styles or tuple(styles_for(make_task(config.task, **config.task_config)))
+    for style in styles:
         dataset = build_sft_dataset(
             config.task,
             style,
