@@ -53,6 +53,8 @@ class GRPORunConfig:
         reward_weights: weights of the reward terms (``correct``, ``progress``, ``format``,
             ``validity``, ``length``, ``backtrack``).
         n_prompts: training problems (train split).
+        first_index: index of the first training problem; start past the SFT data so
+            GRPO practises on problems the model has not memorised.
         seed: seed of the problems, sampling and training.
         max_steps: optimiser steps.
         prompts_per_step: distinct problems per step.
@@ -80,6 +82,7 @@ class GRPORunConfig:
     backtrack: bool = True
     reward_weights: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
     n_prompts: int = 2000
+    first_index: int = 0
     seed: int = 0
     max_steps: int = 100
     prompts_per_step: int = 8
@@ -105,6 +108,8 @@ class GRPORunConfig:
             raise ValueError(f"task must be one of {sorted(ENV_IDS)}, got {self.task!r}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be at least 2 (GRPO compares completions within a group)")
+        if self.first_index < 0:
+            raise ValueError(f"first_index must be non-negative, got {self.first_index}")
         for name in ("n_prompts", "max_steps", "prompts_per_step", "max_completion_length", "max_env_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -116,12 +121,12 @@ class GRPORunConfig:
         return self
 
 
-def prompt_dataset(task: Any, n: int, split: str = "train") -> Any:
-    """Rows ``prompt`` (what the model sees, as in SFT) and ``problem`` (JSON) for items ``0..n-1``."""
+def prompt_dataset(task: Any, n: int, split: str = "train", first_index: int = 0) -> Any:
+    """Rows ``prompt`` (what the model sees, as in SFT) and ``problem`` (JSON) for ``n`` items from ``first_index``."""
     import datasets
 
     rows = []
-    for index in range(n):
+    for index in range(first_index, first_index + n):
         problem = task.generate(index, split)
         rows.append({"prompt": task.prompt(problem) + "\n", "problem": json.dumps(task.problem_to_dict(problem))})
     return datasets.Dataset.from_list(rows)
@@ -240,7 +245,7 @@ def run_grpo(config: GRPORunConfig) -> Path:
     task = make_task(config.task, **{**config.task_config, "seed": config.seed})
     tokenizer = load_tokenizer(config.model)
     model = AutoModelForCausalLM.from_pretrained(config.model)
-    dataset = prompt_dataset(task, config.n_prompts)
+    dataset = prompt_dataset(task, config.n_prompts, first_index=config.first_index)
     step_mode = config.interaction == "step"
     if step_mode:
         funcs = episode_reward_functions(task.name, config.reward_weights, info_column=INFO_COLUMN, metrics=True)
