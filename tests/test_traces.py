@@ -7,8 +7,8 @@ from backtrack_gym.agents.traces import styles_for, write_trace
 from backtrack_gym.agents.traces.countdown import beam, dfs, mult_heuristic, sum_heuristic
 from backtrack_gym.envs import BACKTRACK, make_task
 from backtrack_gym.envs.countdown import CountDownProblem, parse_step, solve
-from backtrack_gym.envs.countdown.generator import item_rng
 from backtrack_gym.envs.countdown.rules import is_solvable
+from backtrack_gym.envs.seeding import item_rng
 
 TASK = make_task("countdown")
 

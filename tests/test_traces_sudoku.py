@@ -8,7 +8,7 @@ import backtrack_gym  # noqa: F401
 from backtrack_gym.agents.traces import styles_for, write_trace
 from backtrack_gym.agents.traces.sudoku import logical_order
 from backtrack_gym.envs import BACKTRACK, make_task
-from backtrack_gym.envs.countdown.generator import item_rng
+from backtrack_gym.envs.seeding import item_rng
 from backtrack_gym.envs.sudoku import SudokuConfig, SudokuProblem, SudokuTask, generate, solver
 from backtrack_gym.envs.sudoku.grader import _Logic, grade
 from backtrack_gym.train.data import build_sft_dataset

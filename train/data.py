@@ -24,9 +24,9 @@ from typing import Any
 from backtrack_gym.agents.traces import styles_for, write_trace
 from backtrack_gym.envs import BACKTRACK, make_task
 from backtrack_gym.envs.core import SPLITS, Task
-from backtrack_gym.envs.countdown.generator import item_rng
+from backtrack_gym.envs.seeding import item_rng
 
-TRACE_STREAM = 1  # item_rng stream of a trace's random choices (stream 0 is the problem)
+TRACE_STREAM = 1  # extra item_rng key of a trace's random choices (the problem's stream has none)
 FORMATS = ("jsonl", "parquet")
 
 

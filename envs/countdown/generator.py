@@ -11,8 +11,7 @@ from typing import Any
 import numpy as np
 
 from backtrack_gym.envs.countdown.rules import OPS, Rules, combine, is_solvable
-
-SPLIT_KEYS = {"train": 0, "test": 1}
+from backtrack_gym.envs.seeding import item_rng
 
 
 @dataclass(frozen=True)
@@ -136,18 +135,6 @@ def split_targets(config: CountDownConfig) -> dict[str, frozenset[int]]:
     targets = sorted(range(config.target_min, config.target_max + 1), key=_target_rank)
     count = held_out_count(config)
     return {"test": frozenset(targets[:count]), "train": frozenset(targets[count:])}
-
-
-def item_rng(seed: int, split: str, index: int, *stream: int) -> np.random.Generator:
-    """The generator of one item, derived with ``SeedSequence`` (never ``seed + index``).
-
-    ``stream`` keys further independent streams of the same item (e.g. its trace).
-    """
-    if split not in SPLIT_KEYS:
-        raise ValueError(f"split must be one of {sorted(SPLIT_KEYS)}, got {split!r}")
-    if index < 0:
-        raise ValueError(f"index must be non-negative, got {index}")
-    return np.random.default_rng(np.random.SeedSequence(entropy=seed, spawn_key=(SPLIT_KEYS[split], index, *stream)))
 
 
 def generate(config: CountDownConfig, index: int, split: str = "train") -> CountDownProblem:

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from backtrack_gym.envs.countdown.generator import item_rng
 from backtrack_gym.envs.math.answers import MAX_ANSWER_CHARS, format_number
 from backtrack_gym.envs.math.templates import MAX_REASONING_STEPS, TEMPLATES, Dice, Sizes
+from backtrack_gym.envs.seeding import item_rng
 
 MAX_SOLUTION_LINES = 256
 

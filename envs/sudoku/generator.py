@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from backtrack_gym.envs.countdown.generator import item_rng
+from backtrack_gym.envs.seeding import item_rng
 from backtrack_gym.envs.sudoku.grader import LEVELS, grade, solved_by_logic
 from backtrack_gym.envs.sudoku.rules import SIZES, Shape, grid_string, parse_grid_string, shape
 from backtrack_gym.envs.sudoku.solver import SearchBudgetExceeded, count_solutions, has_solution, random_solution, solve
