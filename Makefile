@@ -10,7 +10,7 @@ setup:
 	$(PIP) install --quiet -e ".[train,rl,math,test]"
 
 run: setup
-	$(PYTHON) -m backtrack_gym play
+	$(PYTHON) -m backtrack_gym run
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -52,7 +52,7 @@ class RunConfig:
     n_train: int = 24000
     sft_epochs: float = 1.0
     sft_learning_rate: float = 2e-3
-    grpo_steps: int = 200
+    grpo_steps: int = 400
     grpo_learning_rate: float = 1e-4
     num_generations: int = 8
     prompts_per_step: int = 8
