@@ -15,6 +15,7 @@ from backtrack_gym.train.evaluate import EvalConfig
 from backtrack_gym.train.grpo import GRPORunConfig
 from backtrack_gym.train.run import RunConfig
 from backtrack_gym.train.sft import SFTRunConfig
+from backtrack_gym.train.verifiable import VerifiableConfig
 
 
 def run_play(config: PlayConfig) -> None:
@@ -57,6 +58,13 @@ def run_main_job(config: RunConfig) -> None:
     print("TensorBoard: tensorboard --logdir " + " --logdir ".join(tensorboard_dirs(config)))
 
 
+def run_verifiable_command(config: VerifiableConfig) -> None:
+    from backtrack_gym.train.verifiable import run_verifiable
+
+    kept, paths = run_verifiable(config)
+    print(f"{kept} traces verified wrong, then right; written to {', '.join(map(str, paths))}")
+
+
 COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "play": (PlayConfig, run_play),
     "data": (DataConfig, run_data),
@@ -64,6 +72,7 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "grpo": (GRPORunConfig, run_grpo_command),
     "eval": (EvalConfig, run_eval),
     "run": (RunConfig, run_main_job),
+    "verifiable": (VerifiableConfig, run_verifiable_command),
 }
 
 
