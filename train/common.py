@@ -71,3 +71,24 @@ def tensorboard_callback(output_dir: str | os.PathLike, resume_step: int) -> Any
     # The checkpoint holds step ``resume_step``; anything logged for a later step is stale.
     writer = SummaryWriter(log_dir=str(log_dir), purge_step=resume_step + 1 if resume_step else None)
     return TensorBoardCallback(tb_writer=writer)
+
+
+def save_final(trainer: Any, model: Any, tokenizer: Any, output_dir: str | os.PathLike, config: Any) -> Path:
+    """Write ``model``, ``tokenizer`` and ``config`` (a dataclass, as JSON) to ``<output_dir>/final`` atomically.
+
+    Under ``accelerate`` every process trains and the main one writes.
+    """
+    import dataclasses
+    import json
+
+    def save(path: Path) -> None:
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        text = json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)
+        (path / f"{type(config).__name__}.json").write_text(text)
+
+    final_dir = Path(output_dir) / FINAL_DIR
+    if trainer.is_world_process_zero():
+        atomic_save_dir(final_dir, save)
+    trainer.accelerator.wait_for_everyone()
+    return final_dir

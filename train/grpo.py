@@ -18,16 +18,15 @@ Every generation of a group sees the same problem: TRL repeats each prompt
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backtrack_gym.train.common import (
-    FINAL_DIR,
-    atomic_save_dir,
     checkpoint_step,
     device_arguments,
     last_checkpoint,
+    save_final,
     tensorboard_callback,
 )
 
@@ -291,13 +290,4 @@ def run_grpo(config: GRPORunConfig) -> Path:
     )
     trainer.train(resume_from_checkpoint=checkpoint)
 
-    def save(path: Path) -> None:
-        trainer.model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        (path / "grpo_config.json").write_text(json.dumps(asdict(config), indent=2, sort_keys=True))
-
-    final_dir = output / FINAL_DIR
-    if trainer.is_world_process_zero():  # under accelerate every process trains; one writes
-        atomic_save_dir(final_dir, save)
-    trainer.accelerator.wait_for_everyone()
-    return final_dir
+    return save_final(trainer, trainer.model, tokenizer, output, config)

@@ -8,16 +8,15 @@ only what the model should learn to write, and TRL takes the ``input_ids`` /
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backtrack_gym.train.common import (
-    FINAL_DIR,
-    atomic_save_dir,
     checkpoint_step,
     device_arguments,
     last_checkpoint,
+    save_final,
     tensorboard_callback,
 )
 
@@ -179,19 +178,4 @@ def run_sft(config: SFTRunConfig) -> Path:
     trainer.train(resume_from_checkpoint=checkpoint)
     final = trainer.model.merge_and_unload() if config.lora else trainer.model
 
-    def save(path: Path) -> None:
-        final.save_pretrained(path)
-        tokenizer.save_pretrained(path)
-        (path / "sft_config.json").write_text(_json(asdict(config)))
-
-    final_dir = output / FINAL_DIR
-    if trainer.is_world_process_zero():  # under accelerate every process trains; one writes
-        atomic_save_dir(final_dir, save)
-    trainer.accelerator.wait_for_everyone()
-    return final_dir
-
-
-def _json(data: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(data, indent=2, sort_keys=True)
+    return save_final(trainer, final, tokenizer, output, config)
