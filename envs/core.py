@@ -130,7 +130,6 @@ class StepResult:
 
     line: str
     invalid: Invalid | None = None
-    backtracked: bool = False
     counted: bool = True
 
 
@@ -162,10 +161,11 @@ class Episode(Generic[Problem, State, Step]):
         text = line.strip()
         if not text:
             return StepResult(line, counted=False)
-        self.stats.steps += 1
         if len(text) > self.task.max_line_chars:
+            self.stats.steps += 1
             return self.reject(line, Invalid("malformed", f"line longer than {self.task.max_line_chars} characters"))
         if text == self.backtrack_token:
+            self.stats.steps += 1
             if not self.backtrack:
                 return self.reject(line, Invalid("illegal", "backtracking is off in this env"))
             if len(self.states) == 1:
@@ -173,11 +173,11 @@ class Episode(Generic[Problem, State, Step]):
             self.states.pop()
             self.stats.backtracks += 1
             self._update_goal()
-            return StepResult(line, backtracked=True)
+            return StepResult(line)
         step = self.task.parse_step(text)
         if step is None:
-            self.stats.steps -= 1
             return StepResult(line, counted=False)
+        self.stats.steps += 1
         if isinstance(step, Invalid):
             return self.reject(line, step)
         new_state = self.task.apply(self.problem, self.state, step)
