@@ -3,7 +3,15 @@
 from backtrack_gym.envs.core import BACKTRACK, Episode, Invalid, Task, TextEnv
 from backtrack_gym.envs.token_env import TokenEnv
 
-__all__ = ["BACKTRACK", "Episode", "Invalid", "Task", "TextEnv", "TokenEnv", "make_task"]
+__all__ = ["TASK_ENV_IDS", "BACKTRACK", "Episode", "Invalid", "Task", "TextEnv", "TokenEnv", "make_task"]
+
+
+# The registered text env of each task (the ids themselves are registered in backtrack_gym/__init__.py).
+TASK_ENV_IDS = {
+    "countdown": "backtrack_gym/CountDown-v0",
+    "sudoku": "backtrack_gym/Sudoku-v0",
+    "math": "backtrack_gym/Math-v0",
+}
 
 
 def make_task(name: str, **config: object) -> Task:

@@ -5,7 +5,7 @@ import pytest
 import backtrack_gym  # noqa: F401
 from backtrack_gym.agents.traces import styles_for, write_trace
 from backtrack_gym.agents.traces.countdown import beam, dfs, mult_heuristic, sum_heuristic
-from backtrack_gym.envs import BACKTRACK, make_task
+from backtrack_gym.envs import BACKTRACK, TASK_ENV_IDS, make_task
 from backtrack_gym.envs.countdown import CountDownProblem, parse_step, solve
 from backtrack_gym.envs.countdown.rules import is_solvable
 from backtrack_gym.envs.seeding import item_rng
@@ -20,8 +20,7 @@ def replay(task_id, problem_dict, completion):
     return env.episode.state, reward, info
 
 
-ENV_IDS = {"countdown": "backtrack_gym/CountDown-v0", "math": "backtrack_gym/Math-v0"}
-CASES = [(name, style) for name in ENV_IDS for style in sorted(styles_for(make_task(name)))]
+CASES = [(name, style) for name in ("countdown", "math") for style in sorted(styles_for(make_task(name)))]
 
 
 @pytest.mark.slow
@@ -31,7 +30,7 @@ def test_every_trace_replays_to_the_oracle_state(task_name, style):
     for index in range(1000):
         problem = task.generate(index)
         trace = write_trace(task, problem, style, rng=item_rng(0, "train", index, 1))
-        state, reward, info = replay(ENV_IDS[task_name], task.problem_to_dict(problem), trace.completion)
+        state, reward, info = replay(TASK_ENV_IDS[task_name], task.problem_to_dict(problem), trace.completion)
         assert state == trace.final_state, (style, index)
         assert info["solved"] == trace.solved and reward == (1.0 if trace.solved else 0.0)
         assert info["invalid_steps"] == 0 and info["backtracks"] == trace.backtracks

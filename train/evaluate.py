@@ -6,7 +6,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from backtrack_gym.train.grpo import ENV_IDS
+from backtrack_gym.envs import TASK_ENV_IDS
 
 
 @dataclass
@@ -46,8 +46,8 @@ class EvalConfig:
     seed: int = 0
 
     def validate(self) -> EvalConfig:
-        if self.task not in ENV_IDS:
-            raise ValueError(f"task must be one of {sorted(ENV_IDS)}, got {self.task!r}")
+        if self.task not in TASK_ENV_IDS:
+            raise ValueError(f"task must be one of {sorted(TASK_ENV_IDS)}, got {self.task!r}")
         for name in ("n", "samples", "max_tokens", "max_env_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -73,7 +73,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> di
         batch = jobs[start : start + config.batch_size]
         envs = [
             gym.make(
-                ENV_IDS[config.task],
+                TASK_ENV_IDS[config.task],
                 interaction=config.interaction,
                 backtrack=config.backtrack,
                 split=config.split,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backtrack_gym.envs import TASK_ENV_IDS
 from backtrack_gym.train.common import (
     checkpoint_step,
     device_arguments,
@@ -30,11 +31,6 @@ from backtrack_gym.train.common import (
     tensorboard_callback,
 )
 
-ENV_IDS = {
-    "countdown": "backtrack_gym/CountDown-v0",
-    "sudoku": "backtrack_gym/Sudoku-v0",
-    "math": "backtrack_gym/Math-v0",
-}
 INFO_COLUMN = "episode_info"
 
 
@@ -103,8 +99,8 @@ class GRPORunConfig:
     def validate(self) -> GRPORunConfig:
         if self.interaction not in ("completion", "step"):
             raise ValueError(f"interaction must be 'completion' or 'step', got {self.interaction!r}")
-        if self.task not in ENV_IDS:
-            raise ValueError(f"task must be one of {sorted(ENV_IDS)}, got {self.task!r}")
+        if self.task not in TASK_ENV_IDS:
+            raise ValueError(f"task must be one of {sorted(TASK_ENV_IDS)}, got {self.task!r}")
         if self.num_generations < 2:
             raise ValueError("num_generations must be at least 2 (GRPO compares completions within a group)")
         if self.first_index < 0:
@@ -149,7 +145,7 @@ class StepRollout:
         config = self.config
         envs = [
             gym.make(
-                ENV_IDS[config.task],
+                TASK_ENV_IDS[config.task],
                 interaction="step",
                 backtrack=config.backtrack,
                 max_steps=config.max_env_steps,
