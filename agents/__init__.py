@@ -3,10 +3,24 @@
 from backtrack_gym.agents.base import Agent, OracleAgent, RandomAgent, TaskAgent, info_at
 from backtrack_gym.agents.lm import LMAgent, LMEpisode, SamplingConfig, replay_batch, replay_logprobs
 from backtrack_gym.agents.play import EpisodeRecord, play, summarize
+from backtrack_gym.agents.search import (
+    Candidate,
+    Continuation,
+    Expander,
+    HFExpander,
+    SearchConfig,
+    SearchResult,
+    self_backtracking_search,
+    state_key,
+)
 
 __all__ = [
     "Agent",
+    "Candidate",
+    "Continuation",
     "EpisodeRecord",
+    "Expander",
+    "HFExpander",
     "info_at",
     "LMAgent",
     "LMEpisode",
@@ -17,5 +31,9 @@ __all__ = [
     "replay_batch",
     "replay_logprobs",
     "SamplingConfig",
+    "SearchConfig",
+    "SearchResult",
+    "self_backtracking_search",
+    "state_key",
     "summarize",
 ]

@@ -1,0 +1,375 @@
+"""Self-backtracking search at inference (Yang et al. 2025, "Step Back to Leap Forward").
+
+A model trained on ``prefix, wrong step, <backtrack>`` traces searches by itself:
+
+1. *Expand*: sample N continuations of each frontier state (a text prefix written
+   after the prompt; round 0 expands the root ``""``). A continuation stops at eos
+   (a finished answer), at ``<backtrack>`` or at ``max_new_tokens`` (dropped).
+2. *Backtrack*: a continuation that writes ``<backtrack>`` is cut back to before its
+   last step line; the distinct cut states whose kept tokens have the highest mean
+   log-prob (at most ``max_frontier`` of them, never one already expanded) are the
+   next frontier. Rounds 1..b expand it.
+3. *Select*: finished answers are replayed in an :class:`Episode` and grouped by the
+   final state; the group with the largest summed score wins. The env's verdict is
+   only reported (``solved``), never used to select.
+
+Problems are searched together: each round is one :meth:`Expander.expand` call over
+every frontier state of every problem.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from backtrack_gym.envs.core import BACKTRACK, Episode, Task
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+STOPS = ("eos", "backtrack", "length")
+AnswerKey = Callable[[Task, Any], str]  # (task, final state) -> the answer it stands for
+
+
+@dataclass
+class SearchConfig:
+    """How :func:`self_backtracking_search` searches.
+
+    Attributes:
+        expansions: continuations sampled per expanded state (N).
+        rounds: backtrack rounds after the first expansion (b); 0 is plain
+            sampling of N answers.
+        max_frontier: most states expanded per round after the first; None means
+            ``isqrt(expansions)``.
+        max_new_tokens: tokens a continuation may take; one that reaches it without
+            eos or ``<backtrack>`` is dropped.
+        temperature: sampling temperature (also that of the log-probs); positive.
+        max_steps: step budget of the :class:`Episode` that replays an answer.
+        seed: seeds every round's sampling; non-negative.
+    """
+
+    expansions: int = 8
+    rounds: int = 2
+    max_frontier: int | None = None
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    max_steps: int = 64
+    seed: int = 0
+
+    @property
+    def frontier_size(self) -> int:
+        """``max_frontier``, or ``isqrt(expansions)`` when it is None."""
+        return math.isqrt(self.expansions) if self.max_frontier is None else self.max_frontier
+
+    def validate(self) -> SearchConfig:
+        """Check every field; returns ``self``; raises ``ValueError`` on a bad value."""
+        minimums = {"expansions": 1, "rounds": 0, "max_new_tokens": 1, "max_steps": 1, "seed": 0}
+        if self.max_frontier is not None:
+            minimums["max_frontier"] = 1
+        for name, minimum in minimums.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < math.inf):
+            raise ValueError(f"temperature must be positive and finite, got {self.temperature!r}")
+        return self
+
+
+@dataclass
+class Continuation:
+    """One sampled continuation of a prompt.
+
+    Attributes:
+        token_ids: the generated tokens, the stopping eos or ``<backtrack>`` included.
+        pieces: each token's text (eos writes ``""``; ``"".join(pieces)`` is the text).
+        logprobs: each token's log-probability under the temperature-scaled softmax.
+        stop: ``"eos"``, ``"backtrack"`` (the last token is ``<backtrack>``) or
+            ``"length"`` (``max_new_tokens`` reached).
+        prompt_tokens: tokens of the prompt it continues (for compute accounting).
+    """
+
+    token_ids: list[int]
+    pieces: list[str]
+    logprobs: list[float]
+    stop: str
+    prompt_tokens: int
+
+    def __post_init__(self) -> None:
+        if not len(self.token_ids) == len(self.pieces) == len(self.logprobs) > 0:
+            raise ValueError("token_ids, pieces and logprobs must be non-empty and of one length")
+        if self.stop not in STOPS:
+            raise ValueError(f"stop must be one of {STOPS}, got {self.stop!r}")
+
+
+class Expander(Protocol):
+    """Samples continuations: the model behind the search."""
+
+    def expand(
+        self, prompts: Sequence[str], n: int, *, max_new_tokens: int, temperature: float, seed: int
+    ) -> list[list[Continuation]]:
+        """``n`` continuations of each prompt, one list per prompt, deterministic given ``seed``."""
+        ...
+
+
+@dataclass
+class Candidate:
+    """A finished answer.
+
+    Attributes:
+        key: the answer (see ``answer_key`` of :func:`self_backtracking_search`).
+        text: the completion after the prompt (kept prefix and continuation).
+        score: ``exp(mean log-prob)`` of the path's model-written kept tokens (its eos included).
+        solved: whether its final state solves the problem (reported, never used to select).
+    """
+
+    key: str
+    text: str
+    score: float
+    solved: bool
+
+
+@dataclass
+class SearchResult:
+    """The search of one problem.
+
+    Attributes:
+        answer: the selected answer's key, None when no continuation finished.
+        solved: the selected answer solves the problem.
+        text: the highest-scoring completion with the selected answer.
+        candidates: every finished answer, in the order found.
+        sequences: ``(prompt tokens, generated tokens)`` of every sampled continuation.
+    """
+
+    answer: str | None = None
+    solved: bool = False
+    text: str | None = None
+    candidates: list[Candidate] = field(default_factory=list)
+    sequences: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens fed over all continuations."""
+        return sum(prompt for prompt, _ in self.sequences)
+
+    @property
+    def generated_tokens(self) -> int:
+        """Tokens generated over all continuations."""
+        return sum(generated for _, generated in self.sequences)
+
+    def votes(self) -> dict[str, float]:
+        """Summed score of each answer key.
+
+        The score summed is ``exp(mean log-prob)`` (the geometric-mean token
+        probability, in (0, 1]): summing raw log-probs, which are negative, would
+        penalise an answer for every sample that agrees on it.
+        """
+        votes: dict[str, float] = {}
+        for candidate in self.candidates:
+            votes[candidate.key] = votes.get(candidate.key, 0.0) + candidate.score
+        return votes
+
+
+def state_key(task: Task, state: Any) -> str:
+    """The default answer key: the final state's ``state_info`` as sorted JSON.
+
+    ``state_info`` is the task's full view of a state (``state_from_info`` inverts
+    it), so distinct states get distinct keys; ``render`` is a display that may
+    abridge (Math shows only the last lines).
+    """
+    return json.dumps(task.state_info(state), sort_keys=True, default=str)
+
+
+@dataclass(frozen=True)
+class _Path:
+    """A frontier state: the model-written tokens kept after the prompt."""
+
+    pieces: tuple[str, ...] = ()
+    logprobs: tuple[float, ...] = ()
+
+    @property
+    def text(self) -> str:
+        return "".join(self.pieces)
+
+
+def self_backtracking_search(
+    task: Task,
+    problems: Sequence[Any],
+    expander: Expander,
+    config: SearchConfig | None = None,
+    *,
+    answer_key: AnswerKey = state_key,
+) -> list[SearchResult]:
+    """Search every problem (objects, dicts or JSON) at once; one :class:`SearchResult` each.
+
+    The prompt of a problem is ``task.prompt(problem) + "\\n"`` (the SFT data's
+    prompt); a state is expanded from prompt + state text. ``answer_key(task, state)``
+    groups finished answers by final state (default :func:`state_key`; e.g. pass
+    one that keeps only ``state.answer`` for Math, whose state also holds the lines).
+    """
+    config = (config or SearchConfig()).validate()
+    problems = [task.coerce_problem(problem) for problem in problems]
+    prompts = [task.prompt(problem) + "\n" for problem in problems]
+    results = [SearchResult() for _ in problems]
+    frontiers = [[_Path()] for _ in problems]
+    expanded: list[set[str]] = [set() for _ in problems]
+    for round_ in range(config.rounds + 1):
+        jobs = [(i, path) for i, frontier in enumerate(frontiers) for path in frontier]
+        if not jobs:
+            break
+        outputs = expander.expand(
+            [prompts[i] + path.text for i, path in jobs],
+            config.expansions,
+            max_new_tokens=config.max_new_tokens,
+            temperature=config.temperature,
+            seed=int(np.random.SeedSequence([config.seed, round_]).generate_state(1)[0]),
+        )
+        cut_states: list[list[_Path]] = [[] for _ in problems]
+        for (i, path), continuations in zip(jobs, outputs, strict=True):
+            expanded[i].add(path.text)
+            for c in continuations:
+                results[i].sequences.append((c.prompt_tokens, len(c.token_ids)))
+                if c.stop == "eos":
+                    results[i].candidates.append(_finish(task, problems[i], path, c, config.max_steps, answer_key))
+                elif c.stop == "backtrack":
+                    cut_states[i].append(_cut(path, c))
+        frontiers = [_frontier(cut_states[i], expanded[i], config.frontier_size) for i in range(len(problems))]
+    for result in results:
+        votes = result.votes()
+        if votes:
+            result.answer = max(votes, key=votes.__getitem__)  # ties: the answer found first
+            best = max((c for c in result.candidates if c.key == result.answer), key=lambda c: c.score)
+            result.text, result.solved = best.text, best.solved
+    return results
+
+
+def _finish(task: Task, problem: Any, path: _Path, c: Continuation, max_steps: int, answer_key: AnswerKey) -> Candidate:
+    """Replay a finished path in an :class:`Episode` and score it."""
+    text = path.text + "".join(c.pieces)
+    episode = Episode(task, problem, backtrack=True)
+    episode.run(text, max_steps=max_steps)
+    logprobs = path.logprobs + tuple(c.logprobs)
+    score = math.exp(sum(logprobs) / len(logprobs))
+    return Candidate(answer_key(task, episode.state), text, score, task.is_solved(problem, episode.state))
+
+
+def _cut(path: _Path, c: Continuation) -> _Path:
+    """The state a backtrack returns to: the path before ``<backtrack>`` less its last non-empty line.
+
+    Tokens are kept whole: a token that spans the cut (a multi-character token
+    ending past the line start) is dropped with the line.
+    """
+    pieces = path.pieces + tuple(c.pieces[:-1])
+    text = "".join(pieces)
+    start = text.rfind("\n", 0, len(text.rstrip())) + 1  # start of the last non-empty line (0: none)
+    kept = length = 0
+    while kept < len(pieces) and length + len(pieces[kept]) <= start:
+        length += len(pieces[kept])
+        kept += 1
+    return _Path(pieces[:kept], (path.logprobs + tuple(c.logprobs[:-1]))[:kept])
+
+
+def _frontier(states: list[_Path], expanded: set[str], size: int) -> list[_Path]:
+    """Up to ``size`` distinct states not yet expanded, highest mean kept log-prob first."""
+    fresh = [state for state in states if state.text not in expanded]  # the root "" is always expanded
+    best: dict[str, _Path] = {}
+    for state in sorted(fresh, key=lambda state: sum(state.logprobs) / len(state.logprobs), reverse=True):
+        best.setdefault(state.text, state)
+    return list(best.values())[:size]
+
+
+class HFExpander:
+    """An :class:`Expander` over a Hugging Face causal LM, batched with one KV cache per batch.
+
+    Prompts are left-padded and each is repeated ``n`` times; decoding stops when
+    every row has written eos or ``<backtrack>`` or ``max_new_tokens`` is reached.
+    Log-probs are ``log_softmax(logits / temperature)`` of the sampled token (the
+    full softmax, as :class:`~backtrack_gym.agents.lm.LMAgent` documents); sampling
+    uses a ``torch.Generator`` seeded per call, so a call is deterministic.
+
+    Args:
+        model: a causal LM taking ``past_key_values``, a 2D ``attention_mask``,
+            ``position_ids`` and ``logits_to_keep``.
+        tokenizer: its tokenizer, with ``<backtrack>``, eos and pad tokens.
+        max_batch: most sequences decoded at once (prompts are chunked to fit).
+    """
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, *, max_batch: int = 256):
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if BACKTRACK not in tokenizer.get_vocab() or tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+            raise ValueError(f"the tokenizer needs {BACKTRACK}, eos and pad tokens")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch = max_batch
+        self.backtrack_id = tokenizer.convert_tokens_to_ids(BACKTRACK)
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id
+        self.device = next(model.parameters()).device
+
+    def expand(
+        self, prompts: Sequence[str], n: int, *, max_new_tokens: int, temperature: float, seed: int
+    ) -> list[list[Continuation]]:
+        """``n`` sampled continuations of each prompt (see :class:`Expander`)."""
+        import torch
+
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        encoded = [self.tokenizer(prompt)["input_ids"] for prompt in prompts]
+        per_batch = max(1, self.max_batch // n)
+        out: list[list[Continuation]] = []
+        for start in range(0, len(encoded), per_batch):
+            chunk = encoded[start : start + per_batch]
+            rows = self._sample([ids for ids in chunk for _ in range(n)], max_new_tokens, temperature, generator)
+            out += [rows[k * n : (k + 1) * n] for k in range(len(chunk))]
+        return out
+
+    def _sample(
+        self, prompts: list[list[int]], max_new_tokens: int, temperature: float, generator: torch.Generator
+    ) -> list[Continuation]:
+        import torch
+
+        width = max(len(ids) for ids in prompts)
+        ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)
+        stopped = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
+        tokens, logprobs, cache = [], [], None
+        with torch.inference_mode():
+            for _ in range(max_new_tokens):
+                out = self.model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    past_key_values=cache,
+                    use_cache=True,
+                    logits_to_keep=1,
+                )
+                cache = out.past_key_values
+                scores = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)
+                token = torch.multinomial(scores.exp(), 1, generator=generator)
+                tokens.append(token[:, 0])
+                logprobs.append(scores.gather(1, token)[:, 0])
+                stopped |= (token[:, 0] == self.eos_id) | (token[:, 0] == self.backtrack_id)
+                if bool(stopped.all()):
+                    break
+                ids, positions = token, positions[:, -1:] + 1
+                mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=1)
+        rows = torch.stack(tokens, 1).tolist()
+        row_logprobs = torch.stack(logprobs, 1).tolist()
+        return [self._continuation(r, lp, len(p)) for r, lp, p in zip(rows, row_logprobs, prompts, strict=True)]
+
+    def _continuation(self, tokens: list[int], logprobs: list[float], prompt_tokens: int) -> Continuation:
+        """Cut a sampled row at its first stop token."""
+        stop, end = "length", len(tokens)
+        for k, token in enumerate(tokens):
+            if token in (self.eos_id, self.backtrack_id):
+                stop, end = ("eos" if token == self.eos_id else "backtrack"), k + 1
+                break
+        tokens = tokens[:end]
+        pieces = self.tokenizer.batch_decode([[token] for token in tokens], skip_special_tokens=True)
+        return Continuation(tokens, pieces, logprobs[:end], stop, prompt_tokens)

@@ -1,0 +1,274 @@
+import json
+import math
+import re
+
+import pytest
+
+from backtrack_gym.agents.search import (
+    Continuation,
+    HFExpander,
+    SearchConfig,
+    self_backtracking_search,
+    state_key,
+)
+from backtrack_gym.envs import BACKTRACK, Episode, make_task
+
+TASK = make_task("countdown", num_count=3)
+P1 = {"numbers": [93, 81, 68], "target": 56}
+P2 = {"numbers": [4, 6, 9], "target": 30}
+PROMPT1 = "Target: 56 | Numbers: 93 81 68\n"
+PROMPT2 = "Target: 30 | Numbers: 4 6 9\n"
+
+
+def scripted(text: str, stop: str, p: float, prompt: str) -> Continuation:
+    """One character a token (``<backtrack>`` one token, eos an empty piece), each with probability ``p``."""
+    pieces = [piece for part in re.split(f"({BACKTRACK})", text) for piece in ([part] if part == BACKTRACK else part)]
+    if stop == "eos":
+        pieces.append("")
+    return Continuation(list(range(len(pieces))), pieces, [math.log(p)] * len(pieces), stop, len(prompt))
+
+
+class ScriptedExpander:
+    """Returns hand-written continuations of each prompt and records every call."""
+
+    def __init__(self, script: dict[str, list[tuple[str, str, float]]]):
+        self.script = script
+        self.calls: list[list[str]] = []
+        self.seeds: list[int] = []
+
+    def expand(self, prompts, n, *, max_new_tokens, temperature, seed):
+        self.calls.append(list(prompts))
+        self.seeds.append(seed)
+        assert all(len(self.script[prompt]) <= n for prompt in prompts)
+        return [[scripted(*spec, prompt) for spec in self.script[prompt]] for prompt in prompts]
+
+
+def geometric(*groups: tuple[int, float]) -> float:
+    """exp(mean log-prob) of ``count`` tokens at probability ``p`` for each (count, p)."""
+    return math.exp(sum(count * math.log(p) for count, p in groups) / sum(count for count, _ in groups))
+
+
+def test_prompts_are_the_sft_prompts():
+    assert TASK.prompt(TASK.problem_from_dict(P1)) + "\n" == PROMPT1
+    assert TASK.prompt(TASK.problem_from_dict(P2)) + "\n" == PROMPT2
+
+
+def test_backtracks_cut_the_last_step_and_feed_a_capped_deduplicated_frontier():
+    s1 = "68 + 81 = 149\n"
+    s2 = "93 - 81 = 12\n12 + 68 = 80\n"
+    s5 = "93 - 81 = 12\n"
+    expander = ScriptedExpander(
+        {
+            PROMPT1: [
+                ("68 + 81 = 149\n149 + 93 = 242\n<backtrack>", "backtrack", 0.8),  # -> s1
+                ("68 + 81 = 149\n149 * 93 = 13857\n<backtrack>", "backtrack", 0.7),  # -> s1 again
+                ("93 - 81 = 12\n12 + 68 = 80\n80 - 56 = 24\n<backtrack>", "backtrack", 0.6),  # -> s2
+                ("81 + 68 = 149\n149 - 93 = 55<backtrack>", "backtrack", 0.5),  # third state: over the cap of 2
+            ],
+            PROMPT1 + s1: [
+                ("149 - 93 = 56\n", "eos", 0.9),
+                ("<backtrack>", "backtrack", 0.2),  # back to the root: already expanded
+                ("93 + 149 = 242\n<backtrack>", "backtrack", 0.1),  # back to s1: already expanded
+                ("149 - 93 = 5", "length", 0.99),  # dropped
+            ],
+            PROMPT1 + s2: [
+                ("<backtrack>", "backtrack", 0.3),  # cuts into the prefix: s5, with the prefix's log-probs
+                ("", "eos", 0.95),
+            ],
+            PROMPT1 + s5: [("68 + 12 = 80\n", "eos", 0.95)],
+        }
+    )
+    config = SearchConfig(expansions=4, rounds=2, max_new_tokens=50, temperature=0.5)
+    [result] = self_backtracking_search(TASK, [P1], expander, config)
+
+    assert config.frontier_size == 2
+    assert expander.calls == [[PROMPT1], [PROMPT1 + s1, PROMPT1 + s2], [PROMPT1 + s5]]
+    assert len(set(expander.seeds)) == 3
+    a1 = geometric((len(s1), 0.8), (len("149 - 93 = 56\n") + 1, 0.9))
+    a2 = geometric((len(s2), 0.6), (1, 0.95))
+    a3 = geometric((len(s5), 0.6), (len("68 + 12 = 80\n") + 1, 0.95))  # the <backtrack> token's 0.3 is not kept
+    found = [(c.key, c.text, c.solved) for c in result.candidates]
+    assert found == [
+        ('["56"]', s1 + "149 - 93 = 56\n", True),
+        ('["80"]', s2, False),
+        ('["80"]', s5 + "68 + 12 = 80\n", False),
+    ]
+    assert [c.score for c in result.candidates] == pytest.approx([a1, a2, a3], abs=1e-12)
+    assert result.votes() == pytest.approx({'["56"]': a1, '["80"]': a2 + a3})
+    assert a1 > max(a2, a3) and a2 + a3 > a1
+    assert (result.answer, result.text, result.solved) == ('["80"]', s5 + "68 + 12 = 80\n", False)
+    generated = {PROMPT1: [30, 32, 40, 28], PROMPT1 + s1: [15, 1, 16, 12], PROMPT1 + s2: [1, 1], PROMPT1 + s5: [14]}
+    assert result.sequences == [(len(prompt), g) for prompt, lengths in generated.items() for g in lengths]
+    assert result.generated_tokens == 190
+    assert result.prompt_tokens == 4 * len(PROMPT1) + 4 * len(PROMPT1 + s1) + 2 * len(PROMPT1 + s2) + len(PROMPT1 + s5)
+
+
+def test_selection_sums_scores_over_agreeing_answers_and_solved_is_the_envs_verdict():
+    expander = ScriptedExpander(
+        {
+            PROMPT1: [
+                ("93 - 81 = 12\n12 + 68 = 80\n", "eos", 0.9),  # wrong, single best score
+                ("68 + 81 = 149\n149 - 93 = 56\n", "eos", 0.6),
+                ("81 + 68 = 149\n149 - 93 = 56\n", "eos", 0.5),  # right twice: 1.1 > 0.9
+            ],
+            PROMPT2: [
+                ("9 - 4 = 5\n5 * 6 = 30\n", "eos", 0.9),  # right, single best score
+                ("4 + 6 = 10\n10 * 9 = 90\n", "eos", 0.5),
+                ("6 + 4 = 10\n9 * 10 = 90\n", "eos", 0.45),  # wrong twice: 0.95 > 0.9
+            ],
+        }
+    )
+    r1, r2 = self_backtracking_search(TASK, [P1, P2], expander, SearchConfig(expansions=3, rounds=0))
+
+    assert expander.calls == [[PROMPT1, PROMPT2]]  # the problems share one batched call
+    assert r1.votes() == pytest.approx({'["80"]': 0.9, '["56"]': 1.1})
+    assert (r1.answer, r1.solved, r1.text) == ('["56"]', True, "68 + 81 = 149\n149 - 93 = 56\n")
+    assert r2.votes() == pytest.approx({'["30"]': 0.9, '["90"]': 0.95})
+    assert (r2.answer, r2.solved, r2.text) == ('["90"]', False, "4 + 6 = 10\n10 * 9 = 90\n")
+    assert [c.solved for c in r2.candidates] == [True, False, False]
+
+
+def test_no_finished_answer_is_not_solved():
+    expander = ScriptedExpander(
+        {PROMPT1: [("68 + 81 = 149\n<backtrack>", "backtrack", 0.5), ("68 + 81 = 14", "length", 0.5)]}
+    )
+    [result] = self_backtracking_search(TASK, [P1], expander, SearchConfig(expansions=2, rounds=3))
+
+    assert expander.calls == [[PROMPT1]]  # the only backtrack led to the root: nothing left to expand
+    assert (result.answer, result.solved, result.text, result.candidates) == (None, False, None, [])
+    assert result.sequences == [(len(PROMPT1), 15), (len(PROMPT1), 12)]
+    assert (result.prompt_tokens, result.generated_tokens) == (2 * len(PROMPT1), 27)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"expansions": 0},
+        {"expansions": 2.5},
+        {"expansions": True},
+        {"rounds": -1},
+        {"max_frontier": 0},
+        {"max_new_tokens": 0},
+        {"temperature": 0.0},
+        {"temperature": math.nan},
+        {"temperature": math.inf},
+        {"max_steps": 0},
+        {"seed": -1},
+    ],
+)
+def test_bad_config_raises(bad):
+    with pytest.raises(ValueError):
+        SearchConfig(**bad).validate()
+    with pytest.raises(ValueError):
+        self_backtracking_search(TASK, [P1], ScriptedExpander({}), SearchConfig(**bad))
+
+
+def test_config_defaults_and_bad_continuations():
+    assert SearchConfig(expansions=10).validate().frontier_size == 3
+    assert SearchConfig(expansions=10, max_frontier=5).frontier_size == 5
+    with pytest.raises(ValueError):
+        Continuation([1, 2], ["a"], [0.0, 0.0], "eos", 3)
+    with pytest.raises(ValueError):
+        Continuation([1], ["a"], [0.0], "done", 3)
+
+
+# --- HFExpander with a tiny random model -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def torch():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on two busy cores spin far slower than one
+    yield torch
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(torch):
+    from backtrack_gym.train import build_tokenizer
+
+    return build_tokenizer(TASK)
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    from backtrack_gym.train import build_model
+
+    return build_model("tiny", tokenizer, seed=0)
+
+
+def test_hf_expander_samples_consistent_continuations_with_exact_logprobs(torch, model, tokenizer):
+    expander = HFExpander(model, tokenizer, max_batch=6)  # 3 samples a prompt: two prompts a batch
+    prompts = [PROMPT1, PROMPT1 + "93 - 81 = 12\n", PROMPT2]  # unequal lengths: left padding
+    out = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=1)
+    stops = {"eos": tokenizer.eos_token_id, "backtrack": tokenizer.convert_tokens_to_ids(BACKTRACK)}
+
+    assert [len(samples) for samples in out] == [3, 3, 3]
+    seen = set()
+    for prompt, samples in zip(prompts, out, strict=True):
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        for c in samples:
+            seen.add(c.stop)
+            assert c.prompt_tokens == len(prompt_ids)
+            assert len(c.token_ids) == len(c.pieces) == len(c.logprobs) <= 12
+            assert not set(c.token_ids[:-1]) & set(stops.values())
+            if c.stop == "length":
+                assert len(c.token_ids) == 12 and c.token_ids[-1] not in stops.values()
+            else:
+                assert c.token_ids[-1] == stops[c.stop]
+            assert c.pieces == [tokenizer.decode([t], skip_special_tokens=True) for t in c.token_ids]
+            with torch.inference_mode():
+                logits = model(input_ids=torch.tensor([prompt_ids + c.token_ids])).logits[0].float()
+            logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1] / 0.7, dim=-1)
+            expected = logprobs.gather(1, torch.tensor(c.token_ids)[:, None])[:, 0]
+            assert torch.allclose(torch.tensor(c.logprobs), expected, atol=1e-4)
+    assert seen == {"eos", "backtrack", "length"}  # every path was exercised (fixed seed)
+
+    again = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=1)
+    other = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=2)
+    assert again == out
+    assert [c.token_ids for s in other for c in s] != [c.token_ids for s in out for c in s]
+
+
+def test_search_with_a_tiny_model_runs_end_to_end(torch, model, tokenizer):
+    class Biased(torch.nn.Module):
+        """The model with a logit bias, so that a random model writes lines, backtracks and stops."""
+
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.bias = torch.zeros(len(tokenizer))
+            self.bias[[tokenizer.convert_tokens_to_ids(t) for t in ("\n", BACKTRACK, tokenizer.eos_token)]] = (
+                torch.tensor([3.0, 2.0, 1.0])
+            )
+
+        def forward(self, **kwargs):
+            out = self.model(**kwargs)
+            out.logits = out.logits + self.bias
+            return out
+
+    config = SearchConfig(expansions=4, rounds=2, max_new_tokens=24, seed=2)
+    results = self_backtracking_search(TASK, [P1, P2], HFExpander(Biased(), tokenizer), config)
+    again = self_backtracking_search(TASK, [P1, P2], HFExpander(Biased(), tokenizer), config)
+
+    assert results == again
+    later_rounds = 0
+    for problem, prompt, result in zip([P1, P2], [PROMPT1, PROMPT2], results, strict=True):
+        root_tokens = len(tokenizer(prompt)["input_ids"])
+        assert len(result.sequences) % 4 == 0 and len(result.sequences) <= 4 * (1 + 2 * 2)
+        assert [p for p, _ in result.sequences[:4]] == [root_tokens] * 4
+        assert all(p > root_tokens and 1 <= g <= 24 for p, g in result.sequences[4:])  # expanded prefixes
+        later_rounds += len(result.sequences) > 4
+        assert result.generated_tokens == sum(g for _, g in result.sequences)
+        for c in result.candidates:
+            episode = Episode(TASK, TASK.problem_from_dict(problem))
+            episode.run(c.text, max_steps=config.max_steps)
+            assert c.key == state_key(TASK, episode.state)
+            assert 0 < c.score <= 1
+        votes = result.votes()
+        assert votes and votes[result.answer] == max(votes.values())
+        final_state = TASK.state_from_info(json.loads(result.answer))
+        assert result.solved == TASK.is_solved(TASK.problem_from_dict(problem), final_state)
+    assert later_rounds == 2  # both problems backtracked into later rounds (fixed seed)
