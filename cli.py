@@ -12,6 +12,7 @@ from backtrack_gym.agents.play import PlayConfig, format_table, play_table
 from backtrack_gym.config import add_config_arguments, config_from_args
 from backtrack_gym.train.data import DataConfig, build_and_export
 from backtrack_gym.train.evaluate import EvalConfig
+from backtrack_gym.train.experiment import ExperimentConfig
 from backtrack_gym.train.grpo import GRPORunConfig
 from backtrack_gym.train.run import RunConfig
 from backtrack_gym.train.sft import SFTRunConfig
@@ -42,20 +43,37 @@ def run_grpo_command(config: GRPORunConfig) -> None:
 
 
 def run_eval(config: EvalConfig) -> None:
-    from backtrack_gym.train.evaluate import evaluate
+    from backtrack_gym.train.evaluate import curve_table, evaluate
 
+    report = evaluate(config)
     print(f"{config.model} on {config.n} {config.split} problems")
-    print(format_table([evaluate(config)]))
+    for method, summary in report["summary"].items():
+        print(f"\n{method}")
+        print(format_table([summary]))
+    print("\nsolve rate against compute (mean per problem)")
+    print(format_table(curve_table(report["curves"])))
+    if config.output_dir:
+        print(f"results, curves.png and TensorBoard scalars in {config.output_dir}/")
 
 
 def run_main_job(config: RunConfig) -> None:
-    from backtrack_gym.train.run import results_table, run_main, tensorboard_dirs
+    from backtrack_gym.train.run import plot_paths, results_table, run_main, tensorboard_dirs
 
     results = run_main(config)
     print(f"\nheld-out solve rate after SFT and after GRPO ({config.n_eval} problems each)")
     print(format_table(results_table(results)))
     print(f"wall time {results['wall_seconds'] / 60:.1f} min; results in {config.output_dir}/results.json")
     print("TensorBoard: tensorboard --logdir " + " --logdir ".join(tensorboard_dirs(config)))
+    print("plots: " + ", ".join(plot_paths(config)))
+
+
+def run_experiment_command(config: ExperimentConfig) -> None:
+    from backtrack_gym.train.experiment import results_markdown, run_experiment
+
+    results = run_experiment(config)
+    print(results_markdown(results))
+    stem = f"{config.output_dir}/{config.name}"
+    print(f"results in {stem}.json, {stem}.md; plot {stem}.png; per-stage TensorBoard under {config.output_dir}/")
 
 
 def run_verifiable_command(config: VerifiableConfig) -> None:
@@ -72,6 +90,7 @@ COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
     "grpo": (GRPORunConfig, run_grpo_command),
     "eval": (EvalConfig, run_eval),
     "run": (RunConfig, run_main_job),
+    "experiment": (ExperimentConfig, run_experiment_command),
     "verifiable": (VerifiableConfig, run_verifiable_command),
 }
 

@@ -131,5 +131,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def _cell(value: Any) -> str:
     if isinstance(value, float):
+        if abs(value) >= 1e6:
+            return f"{value:.3g}"
         return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
     return str(value)

@@ -1,17 +1,40 @@
-"""Held-out evaluation of a trained model: episodes played by the LM agent in the env."""
+"""Held-out evaluation of a trained model at equal test-time compute.
+
+Methods (``EvalConfig.methods``), each costed in tokens and FLOPs (:mod:`.compute`):
+
+- ``greedy``: one greedy episode per problem; its sequential curve is the solve rate
+  under each token budget.
+- ``sample``: ``samples`` sampled episodes per problem. Gives pass@k (unbiased) and
+  maj@k, the ``best_of_n`` curve (solved when one of ``n`` samples is: the env is an
+  exact verifier) and ``maj_of_n`` (majority vote over the final states), both costed
+  at ``n`` times a sample's mean cost, and the ``sampled`` sequential curve.
+- ``search``: self-backtracking search (:mod:`backtrack_gym.agents.search`), one point
+  per number of expansions.
+
+A sequential curve needs no extra decoding: an episode cut at ``T`` tokens is the
+same episode's first ``T`` tokens (the sampler's draws do not depend on the budget),
+so its outcome at ``T`` is the replay of its complete lines among them.
+"""
 
 from __future__ import annotations
 
+import json
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from backtrack_gym.envs import TASK_ENV_IDS
+from backtrack_gym.envs.core import Episode, Task
+from backtrack_gym.train.compute import DecoderShape
+from backtrack_gym.train.estimators import maj_at_k, pass_at_k
+
+METHODS = ("greedy", "sample", "search")
 
 
 @dataclass
 class EvalConfig:
-    """Evaluate a model on held-out problems and print solve rate, tokens and backtracks.
+    """Evaluate a model on held-out problems: solve rate, pass@k, maj@k and accuracy-vs-compute curves.
 
     Attributes:
         model: path of the model directory (with its tokenizer).
@@ -21,13 +44,21 @@ class EvalConfig:
         split: ``test`` (held out) or ``train``.
         interaction: ``completion`` or ``step``.
         backtrack: whether ``<backtrack>`` lines undo steps.
-        greedy: decode greedily (else sample at ``temperature``).
-        temperature: sampling temperature.
-        samples: episodes per problem (solve rate averages them).
-        max_tokens: most model tokens per episode.
+        methods: any of ``greedy``, ``sample`` and ``search`` (see the module docs).
+        temperature: sampling temperature of ``sample`` and ``search``.
+        samples: sampled episodes per problem (``sample``); pass@k and maj@k for k
+            in the powers of two up to it.
+        max_tokens: most model tokens per episode (and per search continuation).
+        budgets: token budgets of the sequential curves; empty means powers of two
+            from 8 up to ``max_tokens``.
+        search_expansions: continuations per frontier state (N), one curve point each.
+        search_rounds: backtrack rounds (b) of the search.
         max_env_steps: step budget of an episode in the env.
         batch_size: episodes decoded together.
         seed: seed of the sampler.
+        output_dir: when set, ``eval.json`` (summaries, curves, per-problem records),
+            ``curves.png`` and TensorBoard scalars go there.
+        label: the model's name in curves and tables (default: the model directory).
     """
 
     model: str = "runs/grpo/final"
@@ -37,66 +68,338 @@ class EvalConfig:
     split: str = "test"
     interaction: str = "completion"
     backtrack: bool = True
-    greedy: bool = True
+    methods: list[str] = field(default_factory=lambda: ["greedy"])
     temperature: float = 1.0
-    samples: int = 1
+    samples: int = 16
     max_tokens: int = 256
+    budgets: list[int] = field(default_factory=list)
+    search_expansions: list[int] = field(default_factory=lambda: [4, 16])
+    search_rounds: int = 2
     max_env_steps: int = 64
     batch_size: int = 100
     seed: int = 0
+    output_dir: str = ""
+    label: str = ""
 
     def validate(self) -> EvalConfig:
         if self.task not in TASK_ENV_IDS:
             raise ValueError(f"task must be one of {sorted(TASK_ENV_IDS)}, got {self.task!r}")
-        for name in ("n", "samples", "max_tokens", "max_env_steps", "batch_size"):
-            if getattr(self, name) < 1:
+        unknown = set(self.methods) - set(METHODS)
+        if unknown or not self.methods:
+            raise ValueError(f"methods must be among {METHODS}, got {self.methods}")
+        for name in ("n", "samples", "max_tokens", "max_env_steps", "batch_size", "search_rounds"):
+            if getattr(self, name) < (0 if name == "search_rounds" else 1):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if any(b < 1 for b in self.budgets) or any(n < 1 for n in self.search_expansions):
+            raise ValueError("budgets and search_expansions must be positive")
         return self
 
+    def token_budgets(self) -> list[int]:
+        if self.budgets:
+            return sorted(set(self.budgets))
+        return [b for b in _powers_of_two(self.max_tokens) if b >= 8] or [self.max_tokens]
 
-def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> dict[str, float]:
-    """Solve rate, mean model tokens, backtracks and invalid steps per episode over the problems."""
-    import gymnasium as gym
-    import torch
+
+def _powers_of_two(limit: int) -> list[int]:
+    return [1 << i for i in range(limit.bit_length()) if 1 << i <= limit]
+
+
+def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
+    """Run every method of ``config``; returns ``{"summary", "curves", "problems"}`` (and writes them).
+
+    ``summary[method]`` holds solve rate, mean tokens and FLOPs, backtracks and invalid
+    steps per episode (plus pass@k and maj@k for ``sample``); ``curves[name]`` lists
+    points ``{tokens, flops, accuracy}`` per compute budget.
+    """
     from transformers import AutoModelForCausalLM
 
-    from backtrack_gym.agents.lm import LMAgent, SamplingConfig
+    from backtrack_gym.envs import make_task
     from backtrack_gym.train.tokenizer import load_tokenizer
 
     config.validate()
     tokenizer = tokenizer or load_tokenizer(config.model)
     model = model or AutoModelForCausalLM.from_pretrained(config.model)
     model.eval()
-    jobs = [index for index in range(config.n) for _ in range(config.samples)]
-    episodes = []
-    for start in range(0, len(jobs), config.batch_size):
-        batch = jobs[start : start + config.batch_size]
-        envs = [
-            gym.make(
-                TASK_ENV_IDS[config.task],
-                interaction=config.interaction,
-                backtrack=config.backtrack,
-                split=config.split,
+    evaluator = _Evaluator(config, model, tokenizer, make_task(config.task, **config.task_config))
+    report: dict[str, Any] = {"summary": {}, "curves": {}, "problems": evaluator.problem_records()}
+    for method in config.methods:
+        summary, curves = getattr(evaluator, method)()
+        report["summary"][method] = summary
+        report["curves"].update(curves)
+    report["config"] = asdict(config)
+    if config.output_dir:
+        write_report(report, Path(config.output_dir), config.label or Path(config.model).name)
+    return report
+
+
+class _Evaluator:
+    def __init__(self, config: EvalConfig, model: Any, tokenizer: Any, task: Task):
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.task = task
+        self.shape = DecoderShape.from_config(model.config)
+        self.problems = [task.generate(index, config.split) for index in range(config.n)]
+        self.records: list[dict[str, Any]] = [{} for _ in self.problems]
+
+    def problem_records(self) -> list[dict[str, Any]]:
+        """Per problem: its index and data, then one entry per method (filled as methods run)."""
+        for index, (problem, record) in enumerate(zip(self.problems, self.records, strict=True)):
+            record.update(index=index, problem=self.task.problem_to_dict(problem))
+        return self.records
+
+    # --- methods -------------------------------------------------------------------
+
+    def greedy(self) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
+        episodes = self._play(samples=1, greedy=True)
+        for record, (episode,) in zip(self.records, episodes, strict=True):
+            record["greedy"] = self._episode_record(episode, text=True)
+        flat = [e for group in episodes for e in group]
+        return self._episode_summary(flat), {"greedy": self._sequential_curve(episodes)}
+
+    def sample(self) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
+        episodes = self._play(samples=self.config.samples, greedy=False)
+        per_problem = [[self._episode_record(e) for e in group] for group in episodes]
+        for record, samples in zip(self.records, per_problem, strict=True):
+            record["sample"] = samples
+        summary = self._episode_summary([e for group in episodes for e in group])
+        ks = _powers_of_two(self.config.samples)
+        pass_k = {k: statistics.fmean(_pass_at(samples, k) for samples in per_problem) for k in ks}
+        maj_k = {k: statistics.fmean(_maj_at(samples, k) for samples in per_problem) for k in ks}
+        summary.update({f"pass@{k}": value for k, value in pass_k.items()})
+        summary.update({f"maj@{k}": value for k, value in maj_k.items()})
+        cost = {
+            key: statistics.fmean(s[key] for samples in per_problem for s in samples) for key in ("tokens", "flops")
+        }
+        curves = {
+            name: [{"n": k, "tokens": k * cost["tokens"], "flops": k * cost["flops"], "accuracy": acc[k]} for k in ks]
+            for name, acc in (("best_of_n", pass_k), ("maj_of_n", maj_k))
+        }
+        curves["sampled"] = self._sequential_curve(episodes)
+        return summary, curves
+
+    def search(self) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
+        from backtrack_gym.agents.search import HFExpander, SearchConfig, self_backtracking_search
+
+        config = self.config
+        points, summary = [], {}
+        for record in self.records:
+            record["search"] = {}
+        for expansions in sorted(set(config.search_expansions)):
+            search = SearchConfig(
+                expansions=expansions,
+                rounds=config.search_rounds,
+                max_new_tokens=config.max_tokens,
+                temperature=config.temperature,
                 max_steps=config.max_env_steps,
-                **config.task_config,
+                seed=config.seed,
             )
-            for _ in batch
-        ]
-        sampling = SamplingConfig(
-            greedy=config.greedy,
-            temperature=config.temperature,
-            max_episode_tokens=config.max_tokens,
-            seed=config.seed + start,
-        )
-        with torch.inference_mode():
-            episodes += LMAgent(model, tokenizer, sampling).rollout(
-                envs, seed=config.seed, options=[{"index": index} for index in batch]
+            expander = HFExpander(
+                self.model,
+                self.tokenizer,
+                temperature=config.temperature,
+                max_new_tokens=config.max_tokens,
+                seed=config.seed,
+                batch_size=config.batch_size,
             )
-    return {
-        "episodes": len(episodes),
-        "solve_rate": statistics.fmean(e.info["solved"] for e in episodes),
-        "mean_tokens": statistics.fmean(sum(e.model_mask) for e in episodes),
-        "backtracks": statistics.fmean(e.info["backtracks"] for e in episodes),
-        "backtrack_rate": statistics.fmean(e.info["backtracks"] > 0 for e in episodes),
-        "invalid_steps": statistics.fmean(e.info["invalid_steps"] for e in episodes),
-    }
+            results = self_backtracking_search(self.task, self.problems, expander, search)
+            for record, result in zip(self.records, results, strict=True):
+                flops = sum(self.shape.sequence_flops(p, g) for p, g in result.sequences)
+                record["search"][expansions] = {
+                    "solved": result.solved,
+                    "answer": result.answer,
+                    "tokens": result.generated_tokens,
+                    "flops": flops,
+                }
+            rows = [record["search"][expansions] for record in self.records]
+            point = {"n": expansions, **{key: statistics.fmean(r[key] for r in rows) for key in ("tokens", "flops")}}
+            point["accuracy"] = statistics.fmean(r["solved"] for r in rows)
+            points.append(point)
+            summary[f"solve_rate@N={expansions}"] = point["accuracy"]
+            summary[f"mean_tokens@N={expansions}"] = point["tokens"]
+        summary["rounds"] = config.search_rounds
+        return summary, {"search": points}
+
+    # --- episodes ------------------------------------------------------------------
+
+    def _play(self, *, samples: int, greedy: bool) -> list[list[Any]]:
+        """``samples`` episodes per problem, grouped by problem."""
+        import gymnasium as gym
+        import torch
+
+        from backtrack_gym.agents.lm import LMAgent, SamplingConfig
+
+        config = self.config
+        jobs = [index for index in range(config.n) for _ in range(samples)]
+        episodes: list[Any] = []
+        for start in range(0, len(jobs), config.batch_size):
+            batch = jobs[start : start + config.batch_size]
+            envs = [
+                gym.make(
+                    TASK_ENV_IDS[config.task],
+                    interaction=config.interaction,
+                    backtrack=config.backtrack,
+                    split=config.split,
+                    max_steps=config.max_env_steps,
+                    **config.task_config,
+                )
+                for _ in batch
+            ]
+            sampling = SamplingConfig(
+                greedy=greedy,
+                temperature=config.temperature,
+                max_episode_tokens=config.max_tokens,
+                seed=config.seed + start,
+            )
+            with torch.inference_mode():
+                episodes += LMAgent(self.model, self.tokenizer, sampling).rollout(
+                    envs, seed=config.seed, options=[{"index": index} for index in batch]
+                )
+        return [episodes[i * samples : (i + 1) * samples] for i in range(config.n)]
+
+    def _episode_record(self, episode: Any, *, text: bool = False) -> dict[str, Any]:
+        model_tokens, env_tokens = _split_tokens(episode)
+        record = {
+            "solved": bool(episode.info["solved"]),
+            "answer": json.dumps(episode.info["state"], sort_keys=True, default=str),
+            "tokens": len(model_tokens),
+            "flops": self.shape.sequence_flops(len(episode.prompt_ids) + len(env_tokens), len(model_tokens)),
+            "backtracks": episode.info["backtracks"],
+            "invalid_steps": episode.info["invalid_steps"],
+        }
+        if text:
+            record["text"] = self.tokenizer.decode(model_tokens, skip_special_tokens=True)
+        return record
+
+    def _episode_summary(self, episodes: list[Any]) -> dict[str, float]:
+        records = [self._episode_record(e) for e in episodes]
+        return {
+            "episodes": len(records),
+            "solve_rate": statistics.fmean(r["solved"] for r in records),
+            "mean_tokens": statistics.fmean(r["tokens"] for r in records),
+            "mean_flops": statistics.fmean(r["flops"] for r in records),
+            "backtracks": statistics.fmean(r["backtracks"] for r in records),
+            "backtrack_rate": statistics.fmean(r["backtracks"] > 0 for r in records),
+            "invalid_steps": statistics.fmean(r["invalid_steps"] for r in records),
+        }
+
+    def _sequential_curve(self, episodes: list[list[Any]]) -> list[dict[str, float]]:
+        """Solve rate and mean cost of the episodes cut at each token budget."""
+        points = []
+        for budget in self.config.token_budgets():
+            outcomes = [
+                self._cut(episode, problem, budget)
+                for problem, group in zip(self.problems, episodes, strict=True)
+                for episode in group
+            ]
+            points.append(
+                {
+                    "budget": budget,
+                    **{key: statistics.fmean(o[key] for o in outcomes) for key in ("tokens", "flops")},
+                    "accuracy": statistics.fmean(o["solved"] for o in outcomes),
+                }
+            )
+        return points
+
+    def _cut(self, episode: Any, problem: Any, budget: int) -> dict[str, float]:
+        """The episode's outcome and cost had it been stopped after ``budget`` model tokens."""
+        model_tokens, env_tokens = _split_tokens(episode, budget)
+        whole = len(model_tokens) == len(_split_tokens(episode)[0])
+        cost = self.shape.sequence_flops(len(episode.prompt_ids) + len(env_tokens), len(model_tokens))
+        if whole:
+            return {"solved": bool(episode.info["solved"]), "tokens": len(model_tokens), "flops": cost}
+        text = self.tokenizer.decode(model_tokens, skip_special_tokens=True)
+        text = text[: text.rfind("\n") + 1]  # a line cut short is not written
+        replay = Episode(self.task, problem, backtrack=self.config.backtrack)
+        replay.run(text, max_steps=self.config.max_env_steps)
+        return {"solved": replay.stats.solved, "tokens": len(model_tokens), "flops": cost}
+
+
+def _split_tokens(episode: Any, budget: int | None = None) -> tuple[list[int], list[int]]:
+    """The first ``budget`` model tokens of an episode's completion, and the env tokens among them."""
+    model_tokens: list[int] = []
+    env_tokens: list[int] = []
+    for token, is_model in zip(episode.completion_ids, episode.model_mask, strict=True):
+        if is_model:
+            if budget is not None and len(model_tokens) == budget:
+                break
+            model_tokens.append(token)
+        else:
+            env_tokens.append(token)
+    return model_tokens, env_tokens
+
+
+def _pass_at(samples: list[dict[str, Any]], k: int) -> float:
+    return pass_at_k(len(samples), sum(s["solved"] for s in samples), k)
+
+
+def _maj_at(samples: list[dict[str, Any]], k: int) -> float:
+    return maj_at_k([(s["answer"], s["solved"]) for s in samples], k)
+
+
+# --- output ------------------------------------------------------------------------
+
+
+def write_report(report: dict[str, Any], output_dir: Path, label: str) -> None:
+    """``eval.json`` (atomically), ``curves.png`` and TensorBoard scalars of one model's report."""
+    from backtrack_gym.train.data import atomic_write
+
+    text = json.dumps(report, indent=1, default=str)
+    atomic_write(output_dir / "eval.json", lambda path: path.write_text(text))
+    curves = {f"{label} {name}": points for name, points in report["curves"].items()}
+    plot_curves(curves, output_dir / "curves.png", title=label)
+    write_curves_tensorboard(curves, output_dir / "tensorboard")
+
+
+def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, *, title: str = "") -> None:
+    """Accuracy against mean tokens and against mean FLOPs per problem, one line per curve (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from backtrack_gym.train.data import atomic_write
+
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, points in curves.items():
+        for axis, key in zip(axes, ("tokens", "flops"), strict=True):
+            axis.plot([p[key] for p in points], [p["accuracy"] for p in points], marker="o", label=name)
+    for axis, label in zip(axes, ("model tokens per problem", "FLOPs per problem"), strict=True):
+        axis.set_xscale("log")
+        axis.set_xlabel(label)
+        axis.set_ylabel("solve rate")
+        axis.set_ylim(0, 1)
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
+    plt.close(figure)
+
+
+def write_curves_tensorboard(curves: dict[str, list[dict[str, float]]], log_dir: Path) -> None:
+    """Each curve as scalars: accuracy against tokens (step = tokens) and kFLOPs (step = kFLOPs)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(log_dir))
+    for name, points in curves.items():
+        tag = name.replace(" ", "/")
+        for point in points:
+            writer.add_scalar(f"{tag}/accuracy_vs_tokens", point["accuracy"], round(point["tokens"]))
+            writer.add_scalar(f"{tag}/accuracy_vs_kflops", point["accuracy"], round(point["flops"] / 1e3))
+    writer.close()
+
+
+def curve_table(curves: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
+    """One row per curve point, for printing."""
+    return [
+        {
+            "curve": name,
+            "budget": point.get("budget", point.get("n")),
+            **{k: point[k] for k in ("tokens", "flops", "accuracy")},
+        }
+        for name, points in curves.items()
+        for point in points
+    ]

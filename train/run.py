@@ -100,9 +100,15 @@ class RunConfig:
             resume=self.resume,
         )
 
-    def eval_config(self, model: str) -> EvalConfig:
+    def eval_config(self, model: str, stage: str) -> EvalConfig:
         return EvalConfig(
-            model=model, task=self.task, task_config=self.task_config, n=self.n_eval, max_tokens=self.max_tokens
+            model=model,
+            task=self.task,
+            task_config=self.task_config,
+            n=self.n_eval,
+            max_tokens=self.max_tokens,
+            output_dir=str(Path(self.output_dir) / stage / "eval"),
+            label=stage,
         )
 
 
@@ -112,10 +118,10 @@ def run_main(config: RunConfig) -> dict[str, Any]:
     start = time.perf_counter()
     sft_model = str(run_sft(config.sft_config()))
     sft_done = time.perf_counter()
-    after_sft = evaluate(config.eval_config(sft_model))
+    after_sft = evaluate(config.eval_config(sft_model, "sft"))["summary"]["greedy"]
     grpo_model = str(run_grpo(config.grpo_config(sft_model)))
     grpo_done = time.perf_counter()
-    after_grpo = evaluate(config.eval_config(grpo_model))
+    after_grpo = evaluate(config.eval_config(grpo_model, "grpo"))["summary"]["greedy"]
     results = {
         "config": asdict(config),
         "sft": {**after_sft, "train_seconds": sft_done - start, "model": sft_model},
@@ -135,3 +141,8 @@ def results_table(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def tensorboard_dirs(config: RunConfig) -> list[str]:
     return [str(Path(config.output_dir) / stage / TENSORBOARD_DIR) for stage in ("sft", "grpo")]
+
+
+def plot_paths(config: RunConfig) -> list[str]:
+    """The solve-rate-against-budget plots of the two evaluations."""
+    return [str(Path(config.output_dir) / stage / "eval" / "curves.png") for stage in ("sft", "grpo")]

@@ -1,0 +1,273 @@
+"""Research reproductions: train one model per trace style ("arm"), then compare them at equal compute.
+
+Each arm is SFT on its style's traces (optionally followed by GRPO), evaluated with
+the methods it names (:mod:`.evaluate`). Every stage writes its result to its own
+directory and is reused when found, so a killed experiment resumes where it stopped
+and experiments sharing an ``output_dir`` share their models (the GRPO experiment
+reuses the SFT models of the comparison). The results go to ``<name>.json``,
+``<name>.md`` (tables) and ``<name>.png`` (solve rate against compute, one line per
+arm and method).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backtrack_gym.train.data import atomic_write
+from backtrack_gym.train.evaluate import EvalConfig, evaluate, plot_curves
+
+ARM_FIELDS = {"style", "methods", "n_train", "sft_epochs", "grpo"}
+
+
+@dataclass
+class ExperimentConfig:
+    """Train one model per trace style and compare their solve rates at equal test-time compute.
+
+    Attributes:
+        name: experiment name (names the result files).
+        task: task name (``countdown``, ``sudoku``, ``math``).
+        task_config: task config fields, shared by training and evaluation.
+        arms: arm name -> ``{style, methods, n_train, sft_epochs, grpo}``; ``style``
+            is required, ``methods`` defaults to ``[greedy, sample]``, ``grpo`` (bool)
+            to ``grpo_steps > 0``.
+        model: preset size trained from scratch (or a pretrained model path).
+        output_dir: run directory; one sub-directory per arm and stage.
+        seed: seed of data, weights and sampling.
+        n_train: SFT traces per arm.
+        sft_epochs: passes over the SFT data.
+        sft_learning_rate: SFT peak learning rate.
+        sft_batch_size: SFT sequences per step.
+        max_length: longest SFT trace in tokens (longer ones are dropped).
+        grpo_steps: GRPO steps after SFT (0: no GRPO).
+        grpo_learning_rate: GRPO learning rate.
+        num_generations: GRPO group size.
+        prompts_per_step: GRPO problems per step.
+        n_eval: held-out problems.
+        samples: sampled episodes per problem (pass@k, best-of-n).
+        temperature: sampling temperature at evaluation.
+        max_tokens: most tokens per episode (GRPO and evaluation).
+        budgets: token budgets of the sequential curves (empty: powers of two).
+        search_expansions: N of the self-backtracking search, one point each.
+        search_rounds: b of the self-backtracking search.
+        plot: curve names drawn in ``<name>.png`` (``greedy``, ``sampled``, ``best_of_n``,
+            ``maj_of_n``, ``search``).
+    """
+
+    name: str = "countdown_backtracking"
+    task: str = "countdown"
+    task_config: dict[str, Any] = field(default_factory=dict)
+    arms: dict[str, Any] = field(default_factory=lambda: {"direct": {"style": "direct"}, "dfs": {"style": "dfs"}})
+    model: str = "1M"
+    output_dir: str = "runs/experiments/countdown"
+    seed: int = 0
+    n_train: int = 12000
+    sft_epochs: float = 1.0
+    sft_learning_rate: float = 2e-3
+    sft_batch_size: int = 32
+    max_length: int = 512
+    grpo_steps: int = 0
+    grpo_learning_rate: float = 1e-4
+    num_generations: int = 8
+    prompts_per_step: int = 8
+    n_eval: int = 200
+    samples: int = 16
+    temperature: float = 1.0
+    max_tokens: int = 256
+    budgets: list[int] = field(default_factory=list)
+    search_expansions: list[int] = field(default_factory=lambda: [4, 16])
+    search_rounds: int = 2
+    plot: list[str] = field(default_factory=lambda: ["greedy", "best_of_n", "search"])
+
+    def validate(self) -> ExperimentConfig:
+        if not self.arms:
+            raise ValueError("an experiment needs at least one arm")
+        for arm, spec in self.arms.items():
+            if not isinstance(spec, dict) or "style" not in spec:
+                raise ValueError(f"arm {arm!r} needs a dict with a 'style'")
+            unknown = set(spec) - ARM_FIELDS
+            if unknown:
+                raise ValueError(f"arm {arm!r}: unknown fields {sorted(unknown)}; known: {sorted(ARM_FIELDS)}")
+            self.sft_config(arm).validate()
+            self.eval_config(arm, "model", "eval").validate()
+            if self.arm_has_grpo(arm):
+                self.grpo_config(arm, "model").validate()
+        return self
+
+    def arm_has_grpo(self, arm: str) -> bool:
+        return bool(self.arms[arm].get("grpo", self.grpo_steps > 0)) and self.grpo_steps > 0
+
+    def sft_config(self, arm: str) -> Any:
+        from backtrack_gym.train.sft import SFTRunConfig
+
+        spec = self.arms[arm]
+        return SFTRunConfig(
+            task=self.task,
+            style=spec["style"],
+            n_train=spec.get("n_train", self.n_train),
+            seed=self.seed,
+            task_config=self.task_config,
+            model=self.model,
+            output_dir=str(Path(self.output_dir) / arm / "sft"),
+            epochs=spec.get("sft_epochs", self.sft_epochs),
+            batch_size=self.sft_batch_size,
+            learning_rate=self.sft_learning_rate,
+            max_length=self.max_length,
+            logging_steps=25,
+            save_steps=250,
+            resume=True,
+        )
+
+    def grpo_config(self, arm: str, model: str) -> Any:
+        from backtrack_gym.train.grpo import GRPORunConfig
+
+        return GRPORunConfig(
+            task=self.task,
+            task_config=self.task_config,
+            model=model,
+            output_dir=str(Path(self.output_dir) / arm / "grpo"),
+            seed=self.seed,
+            first_index=self.arms[arm].get("n_train", self.n_train),  # problems the SFT data did not use
+            max_steps=self.grpo_steps,
+            learning_rate=self.grpo_learning_rate,
+            num_generations=self.num_generations,
+            prompts_per_step=self.prompts_per_step,
+            max_completion_length=self.max_tokens,
+            save_steps=50,
+            resume=True,
+        )
+
+    def eval_config(self, arm: str, model: str, stage: str) -> EvalConfig:
+        return EvalConfig(
+            model=model,
+            task=self.task,
+            task_config=self.task_config,
+            n=self.n_eval,
+            methods=list(self.arms[arm].get("methods", ["greedy", "sample"])),
+            temperature=self.temperature,
+            samples=self.samples,
+            max_tokens=self.max_tokens,
+            budgets=list(self.budgets),
+            search_expansions=list(self.search_expansions),
+            search_rounds=self.search_rounds,
+            seed=self.seed,
+            output_dir=str(Path(self.output_dir) / arm / stage),
+            label=arm if stage == "sft_eval" else f"{arm}+GRPO",
+        )
+
+
+def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
+    """Train and evaluate every arm (reusing finished stages); write and return the results."""
+    config.validate()
+    results: dict[str, Any] = {"config": asdict(config), "arms": {}}
+    for arm in config.arms:
+        results["arms"][arm] = arm_results = {}
+        model = _stage(Path(config.output_dir) / arm / "sft", lambda arm=arm: _train_sft(config, arm))
+        arm_results["sft"] = _evaluate_stage(config.eval_config(arm, str(model["path"]), "sft_eval"), model)
+        if config.arm_has_grpo(arm):
+            tuned = _stage(
+                Path(config.output_dir) / arm / "grpo",
+                lambda arm=arm, path=model["path"]: _train_grpo(config, arm, str(path)),
+            )
+            arm_results["grpo"] = _evaluate_stage(config.eval_config(arm, str(tuned["path"]), "grpo_eval"), tuned)
+    output = Path(config.output_dir)
+    text = json.dumps(results, indent=1, default=str)
+    atomic_write(output / f"{config.name}.json", lambda path: path.write_text(text))
+    curves = {
+        f"{arm}{'' if stage == 'sft' else '+GRPO'} {name}": points
+        for arm, stages in results["arms"].items()
+        for stage, result in stages.items()
+        for name, points in result["curves"].items()
+        if name in config.plot
+    }
+    plot_curves(curves, output / f"{config.name}.png", title=config.name)
+    markdown = results_markdown(results)
+    atomic_write(output / f"{config.name}.md", lambda path: path.write_text(markdown))
+    return results
+
+
+def _stage(directory: Path, train: Any) -> dict[str, Any]:
+    """A trained model's path and training time, read from ``stage.json`` when the stage already ran."""
+    record = directory / "stage.json"
+    if record.exists():
+        return json.loads(record.read_text())
+    start = time.perf_counter()
+    path = train()
+    stage = {"path": str(path), "train_seconds": time.perf_counter() - start}
+    atomic_write(record, lambda tmp: tmp.write_text(json.dumps(stage)))
+    return stage
+
+
+def _train_sft(config: ExperimentConfig, arm: str) -> Path:
+    from backtrack_gym.train.sft import run_sft
+
+    return run_sft(config.sft_config(arm))
+
+
+def _train_grpo(config: ExperimentConfig, arm: str, model: str) -> Path:
+    from backtrack_gym.train.grpo import run_grpo
+
+    return run_grpo(config.grpo_config(arm, model))
+
+
+def _evaluate_stage(eval_config: EvalConfig, stage: dict[str, Any]) -> dict[str, Any]:
+    """The stage's evaluation summary and curves; an ``eval.json`` of the same config is reused."""
+    saved = Path(eval_config.output_dir) / "eval.json"
+    if saved.exists():
+        report = json.loads(saved.read_text())
+        if report.get("config") == json.loads(json.dumps(asdict(eval_config))):
+            return _stage_result(report, stage)
+    return _stage_result(evaluate(eval_config), stage)
+
+
+def _stage_result(report: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
+    return {"summary": report["summary"], "curves": report["curves"], "train_seconds": stage["train_seconds"]}
+
+
+def accuracy_within(points: list[dict[str, float]], flops: float) -> float | None:
+    """The best solve rate a curve reaches spending at most ``flops`` per problem (None: none that cheap)."""
+    affordable = [p["accuracy"] for p in points if p["flops"] <= flops * (1 + 1e-9)]
+    return max(affordable) if affordable else None
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """Two Markdown tables: each arm's summary, and every curve's solve rate at shared FLOP budgets."""
+    rows = [
+        "| arm | greedy solve rate | mean tokens | backtrack rate | pass@1 | best pass@k | train min |",
+        "|" + "---|" * 7,
+    ]
+    curves: dict[str, list[dict[str, float]]] = {}
+    for arm, stages in results["arms"].items():
+        for stage, result in stages.items():
+            name = arm if stage == "sft" else f"{arm}+GRPO"
+            summary = result["summary"]
+            greedy = summary.get("greedy", {})
+            sample = summary.get("sample", {})
+            best = max((k for k in sample if k.startswith("pass@")), key=lambda k: int(k[5:]), default=None)
+            rows.append(
+                f"| {name} | {_fmt(greedy.get('solve_rate'))} | {_fmt(greedy.get('mean_tokens'), 1)} "
+                f"| {_fmt(greedy.get('backtrack_rate'))} | {_fmt(sample.get('pass@1'))} "
+                f"| {_fmt(sample.get(best)) + f' ({best})' if best else '–'} | {result['train_seconds'] / 60:.1f} |"
+            )
+            curves.update({f"{name} {curve}": points for curve, points in result["curves"].items()})
+    lows = [min(p["flops"] for p in points) for points in curves.values()]
+    highs = [max(p["flops"] for p in points) for points in curves.values()]
+    budgets = _geometric(min(lows), max(highs), 5) if curves else []
+    table = ["| curve | " + " | ".join(f"≤{b:.2g} FLOPs" for b in budgets) + " |", "|" + "---|" * (len(budgets) + 1)]
+    for name, points in curves.items():
+        table.append(f"| {name} | " + " | ".join(_fmt(accuracy_within(points, b)) for b in budgets) + " |")
+    return "\n".join(rows) + "\n\nSolve rate within a compute budget (per problem):\n\n" + "\n".join(table) + "\n"
+
+
+def _geometric(low: float, high: float, count: int) -> list[float]:
+    if high <= low:
+        return [low]
+    ratio = (high / low) ** (1 / (count - 1))
+    return [low * ratio**i for i in range(count)]
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
