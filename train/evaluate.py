@@ -185,6 +185,7 @@ class _Evaluator:
 
         config = self.config
         points, summary = [], {}
+        expander = HFExpander(self.model, self.tokenizer, max_batch=config.batch_size)
         for record in self.records:
             record["search"] = {}
         for expansions in sorted(set(config.search_expansions)):
@@ -195,14 +196,6 @@ class _Evaluator:
                 temperature=config.temperature,
                 max_steps=config.max_env_steps,
                 seed=config.seed,
-            )
-            expander = HFExpander(
-                self.model,
-                self.tokenizer,
-                temperature=config.temperature,
-                max_new_tokens=config.max_tokens,
-                seed=config.seed,
-                batch_size=config.batch_size,
             )
             results = self_backtracking_search(self.task, self.problems, expander, search)
             for record, result in zip(self.records, results, strict=True):

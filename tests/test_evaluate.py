@@ -1,0 +1,221 @@
+"""Estimators, FLOP accounting, budget curves and the experiment runner, on hand-computed cases and a tiny model."""
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from backtrack_gym.train.compute import DecoderShape
+from backtrack_gym.train.estimators import maj_at_k, pass_at_k
+
+torch = pytest.importorskip("torch")
+
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+
+from backtrack_gym.cli import main  # noqa: E402
+from backtrack_gym.envs import make_task  # noqa: E402
+from backtrack_gym.train.evaluate import EvalConfig, _Evaluator, evaluate  # noqa: E402
+from backtrack_gym.train.experiment import ExperimentConfig, accuracy_within, run_experiment  # noqa: E402
+from backtrack_gym.train.models import build_model, model_config  # noqa: E402
+from backtrack_gym.train.tokenizer import build_tokenizer  # noqa: E402
+
+TASK_CONFIG = {"num_count": 3, "number_max": 9, "target_min": 10, "target_max": 40}
+
+
+# --- estimators -----------------------------------------------------------------------
+
+
+def test_pass_at_k_matches_hand_computed_cases():
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)  # pass@1 is the share correct
+    assert pass_at_k(4, 0, 4) == 0.0
+    assert pass_at_k(5, 4, 2) == 1.0  # only one wrong sample: any two include a correct one
+    assert pass_at_k(200, 1, 100) == pytest.approx(0.5)
+    assert pass_at_k(1000, 10, 500) == pytest.approx(1 - math.comb(990, 500) / math.comb(1000, 500))
+
+
+@pytest.mark.parametrize("n, c, k", [(3, 1, 0), (3, 1, 4), (3, 4, 1), (3, -1, 1)])
+def test_pass_at_k_rejects_impossible_counts(n, c, k):
+    with pytest.raises(ValueError):
+        pass_at_k(n, c, k)
+
+
+def test_maj_at_k_votes_in_disjoint_groups_and_splits_ties():
+    assert maj_at_k([("a", True), ("a", True), ("b", False)], 3) == 1.0
+    assert maj_at_k([("a", False), ("b", True), ("a", False)], 3) == 0.0
+    # groups (a, b) and (b, a): each a tie between one right and one wrong answer
+    assert maj_at_k([("a", True), ("b", False), ("b", False), ("a", True)], 2) == 0.5
+    # k=1 is the share correct; no answer (None) never wins
+    assert maj_at_k([(None, False), ("a", True), ("b", False), ("a", True)], 1) == 0.5
+    assert maj_at_k([(None, False), (None, False)], 2) == 0.0
+    assert maj_at_k([(None, False), ("a", True)], 2) == 1.0
+    # five samples, k=2: two groups, the fifth sample is left out
+    assert maj_at_k([("a", True), ("a", True), ("b", False), ("b", False), ("a", True)], 2) == 0.5
+    with pytest.raises(ValueError):
+        maj_at_k([("a", True)], 2)
+
+
+# --- FLOPs ----------------------------------------------------------------------------
+
+
+def test_flops_match_the_decoder_formula_by_hand():
+    shape = DecoderShape(d_model=4, layers=2, d_kv=2, d_ff=8, vocab=10)
+    assert shape.weight_macs_per_layer() == 2 * 16 + 2 * 4 * 2 + 3 * 4 * 8 == 144
+    # one token over a context of 3: 2 layers x (144 + 2*4*3) MACs + the head 4*10, two FLOPs each
+    assert shape.token_flops(3) == 2 * (2 * (144 + 24) + 40) == 752
+    # 2 prompt tokens then 1 sampled: positions 1, 2, 3; logits only for the sampled one
+    by_token = shape.token_flops(1, logits=False) + shape.token_flops(2, logits=False) + shape.token_flops(3)
+    assert shape.sequence_flops(2, 1) == by_token == 2000
+
+
+def test_decoder_shape_reads_a_hf_config():
+    shape = DecoderShape.from_config(model_config("1M", 40))
+    assert shape == DecoderShape(d_model=128, layers=4, d_kv=32, d_ff=512, vocab=40)
+
+
+# --- evaluation -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    tokenizer = build_tokenizer(make_task("countdown", **TASK_CONFIG))
+    build_model("tiny", tokenizer, seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def _fake_episode(tokenizer, text: str, solved: bool):
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return SimpleNamespace(prompt_ids=[0] * 5, completion_ids=ids, model_mask=[1] * len(ids), info={"solved": solved})
+
+
+def test_sequential_budget_cuts_an_episode_at_complete_lines(tiny_model_dir):
+    task = make_task("countdown", **TASK_CONFIG)
+    problem = task.problem_from_dict({"numbers": [3, 4, 1], "target": 13})
+    config = EvalConfig(model=str(tiny_model_dir), task_config=TASK_CONFIG, n=1)
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = build_tokenizer(task)
+    evaluator = _Evaluator(config, model, tokenizer, task)
+    text = "3 * 4 = 12\n12 + 1 = 13\n"
+    episode = _fake_episode(tokenizer, text, solved=True)
+    first_line = len("3 * 4 = 12\n")
+    assert evaluator._cut(episode, problem, len(text))["solved"] is True
+    assert evaluator._cut(episode, problem, len(text) - 1)["solved"] is False  # "12 + 1 = 1" is not written
+    cut = evaluator._cut(episode, problem, first_line)
+    assert cut["solved"] is False and cut["tokens"] == first_line
+    assert cut["flops"] == evaluator.shape.sequence_flops(5, first_line)
+
+
+def test_evaluate_every_method_writes_json_plot_and_tensorboard(tiny_model_dir, tmp_path):
+    out = tmp_path / "eval"
+    config = EvalConfig(
+        model=str(tiny_model_dir),
+        task_config=TASK_CONFIG,
+        n=3,
+        methods=["greedy", "sample", "search"],
+        samples=4,
+        max_tokens=16,
+        search_expansions=[2, 4],
+        search_rounds=1,
+        output_dir=str(out),
+        label="tiny",
+    )
+    report = evaluate(config)
+    assert set(report["summary"]) == {"greedy", "sample", "search"}
+    assert set(report["curves"]) == {"greedy", "sampled", "best_of_n", "maj_of_n", "search"}
+    assert [p["n"] for p in report["curves"]["best_of_n"]] == [1, 2, 4]
+    assert [p["budget"] for p in report["curves"]["greedy"]] == [8, 16]
+    sample = report["summary"]["sample"]
+    assert sample["episodes"] == 12 and 0 <= sample["pass@1"] <= sample["pass@4"] <= 1
+    tokens = [p["tokens"] for p in report["curves"]["best_of_n"]]
+    assert tokens == pytest.approx([tokens[0] * n for n in (1, 2, 4)])
+    assert all(p["tokens"] <= 16 for p in report["curves"]["greedy"])
+    problems = report["problems"]
+    assert len(problems) == 3 and len(problems[0]["sample"]) == 4 and set(problems[0]["search"]) == {2, 4}
+    # the greedy curve's last budget covers whole episodes: it is the greedy solve rate
+    assert report["curves"]["greedy"][-1]["accuracy"] == report["summary"]["greedy"]["solve_rate"]
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["summary"] == json.loads(json.dumps(report["summary"]))
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    assert "tiny/best_of_n/accuracy_vs_tokens" in events.Tags()["scalars"]
+
+
+def test_eval_config_rejects_unknown_methods():
+    with pytest.raises(ValueError, match="methods"):
+        EvalConfig(methods=["beam"]).validate()
+    with pytest.raises(ValueError, match="samples"):
+        EvalConfig(samples=0).validate()
+
+
+def test_cli_eval_prints_summaries_and_curves(tiny_model_dir, capsys):
+    args = ["eval", "--model", str(tiny_model_dir), "--task-config", json.dumps(TASK_CONFIG), "--n", "2"]
+    assert main([*args, "--methods", "greedy,sample", "--samples", "2", "--max-tokens", "8"]) == 0
+    out = capsys.readouterr().out
+    assert "pass@2" in out and "best_of_n" in out and "greedy" in out
+
+
+# --- experiments ----------------------------------------------------------------------
+
+
+def test_accuracy_within_takes_the_best_affordable_point():
+    points = [{"flops": 10, "accuracy": 0.2}, {"flops": 20, "accuracy": 0.5}, {"flops": 40, "accuracy": 0.4}]
+    assert accuracy_within(points, 5) is None
+    assert accuracy_within(points, 25) == 0.5
+    assert accuracy_within(points, 40) == 0.5
+
+
+def test_experiment_config_rejects_bad_arms():
+    with pytest.raises(ValueError, match="style"):
+        ExperimentConfig(arms={"a": {}}).validate()
+    with pytest.raises(ValueError, match="unknown fields"):
+        ExperimentConfig(arms={"a": {"style": "dfs", "lr": 1}}).validate()
+    with pytest.raises(ValueError, match="methods"):
+        ExperimentConfig(arms={"a": {"style": "dfs", "methods": ["beam"]}}).validate()
+
+
+@pytest.mark.slow
+def test_experiment_trains_evaluates_and_resumes(tmp_path):
+    torch.set_num_threads(1)
+    config = ExperimentConfig(
+        name="tiny",
+        task_config=TASK_CONFIG,
+        arms={
+            "direct": {"style": "direct", "grpo": False},
+            "self_backtrack": {"style": "self_backtrack", "methods": ["greedy", "search"]},
+        },
+        model="tiny",
+        output_dir=str(tmp_path),
+        n_train=64,
+        sft_batch_size=16,
+        grpo_steps=2,
+        num_generations=2,
+        prompts_per_step=2,
+        n_eval=3,
+        samples=2,
+        max_tokens=16,
+        search_expansions=[2],
+        search_rounds=1,
+    )
+    results = run_experiment(config)
+    assert set(results["arms"]["direct"]) == {"sft"}
+    assert set(results["arms"]["self_backtrack"]) == {"sft", "grpo"}
+    assert "best_of_n" in results["arms"]["direct"]["sft"]["curves"]
+    assert "search" in results["arms"]["self_backtrack"]["grpo"]["curves"]
+    for suffix in ("json", "md", "png"):
+        assert (tmp_path / f"tiny.{suffix}").is_file()
+    assert "self_backtrack+GRPO" in (tmp_path / "tiny.md").read_text()
+    # A second run reuses every stage: no training, no new evaluation.
+    stamps = {path: path.stat().st_mtime_ns for path in Path(tmp_path).rglob("*") if path.is_file()}
+    again = run_experiment(config)
+    assert again["arms"] == json.loads(json.dumps(results["arms"]))
+    for path, stamp in stamps.items():
+        if path.suffix not in (".json", ".md", ".png") or path.parent == tmp_path:
+            continue
+        assert path.stat().st_mtime_ns == stamp, path
