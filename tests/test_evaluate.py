@@ -219,3 +219,15 @@ def test_experiment_trains_evaluates_and_resumes(tmp_path):
         if path.suffix not in (".json", ".md", ".png") or path.parent == tmp_path:
             continue
         assert path.stat().st_mtime_ns == stamp, path
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/experiments/**/*.yaml")), ids=str)
+def test_shipped_experiment_configs_load_and_validate(path):
+    import argparse
+
+    from backtrack_gym.config import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, ExperimentConfig)
+    config = config_from_args(ExperimentConfig, parser.parse_args(["--config", str(path)]))
+    assert config.validate().name == path.stem

@@ -55,6 +55,9 @@ class ExperimentConfig:
         search_rounds: b of the self-backtracking search.
         plot: curve names drawn in ``<name>.png`` (``greedy``, ``sampled``, ``best_of_n``,
             ``maj_of_n``, ``search``).
+        workers: processes writing the SFT traces.
+        eval_batch_size: episodes decoded together at evaluation.
+        bf16: train in bfloat16 on a GPU (ignored on the CPU).
     """
 
     name: str = "countdown_backtracking"
@@ -81,6 +84,9 @@ class ExperimentConfig:
     search_expansions: list[int] = field(default_factory=lambda: [4, 16])
     search_rounds: int = 2
     plot: list[str] = field(default_factory=lambda: ["greedy", "best_of_n", "search"])
+    workers: int = 2
+    eval_batch_size: int = 100
+    bf16: bool = False
 
     def validate(self) -> ExperimentConfig:
         if not self.arms:
@@ -119,6 +125,8 @@ class ExperimentConfig:
             logging_steps=25,
             save_steps=250,
             resume=True,
+            workers=self.workers,
+            bf16=self.bf16,
         )
 
     def grpo_config(self, arm: str, model: str) -> Any:
@@ -138,15 +146,17 @@ class ExperimentConfig:
             max_completion_length=self.max_tokens,
             save_steps=50,
             resume=True,
+            bf16=self.bf16,
         )
 
     def eval_config(self, arm: str, model: str, stage: str) -> EvalConfig:
+        methods = list(self.arms[arm].get("methods", ["greedy", "sample"]))
         return EvalConfig(
             model=model,
             task=self.task,
             task_config=self.task_config,
             n=self.n_eval,
-            methods=list(self.arms[arm].get("methods", ["greedy", "sample"])),
+            methods=methods,
             temperature=self.temperature,
             samples=self.samples,
             max_tokens=self.max_tokens,
@@ -154,7 +164,9 @@ class ExperimentConfig:
             search_expansions=list(self.search_expansions),
             search_rounds=self.search_rounds,
             seed=self.seed,
-            output_dir=str(Path(self.output_dir) / arm / stage),
+            batch_size=self.eval_batch_size,
+            # experiments that evaluate a shared model with the same methods share the evaluation
+            output_dir=str(Path(self.output_dir) / arm / f"{stage}-{'-'.join(methods)}"),
             label=arm if stage == "sft_eval" else f"{arm}+GRPO",
         )
 
