@@ -231,3 +231,17 @@ def test_shipped_experiment_configs_load_and_validate(path):
     add_config_arguments(parser, ExperimentConfig)
     config = config_from_args(ExperimentConfig, parser.parse_args(["--config", str(path)]))
     assert config.validate().name == path.stem
+
+
+@pytest.mark.slow
+def test_main_job_cli_prints_the_table_and_writes_results_and_plots(tmp_path, capsys):
+    torch.set_num_threads(1)
+    args = ["run", "--model", "tiny", "--task-config", json.dumps(TASK_CONFIG), "--output-dir", str(tmp_path)]
+    assert main([*args, "--n-train", "64", "--grpo-steps", "2", "--num-generations", "2", "--n-eval", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "solve_rate" in out and "sft" in out and "grpo" in out and "curves.png" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["sft"]["episodes"] == results["grpo"]["episodes"] == 4
+    for stage in ("sft", "grpo"):
+        assert (tmp_path / stage / "eval" / "curves.png").is_file()
+        assert (tmp_path / stage / "final" / "model.safetensors").is_file()
