@@ -51,8 +51,6 @@ class SFTRunConfig:
         lora_rank: LoRA rank.
         workers: processes writing the traces.
         bf16: use bfloat16 on a GPU (ignored on the CPU).
-        group_by_length: batch traces of similar length together (backtracking traces
-            vary in length tenfold, so random batches are mostly padding).
     """
 
     task: str = "countdown"
@@ -77,7 +75,6 @@ class SFTRunConfig:
     lora_rank: int = 16
     workers: int = 2
     bf16: bool = False
-    group_by_length: bool = True
 
     def validate(self) -> SFTRunConfig:
         for name in ("n_train", "batch_size", "max_length", "logging_steps", "save_steps", "workers", "lora_rank"):
@@ -169,7 +166,6 @@ def run_sft(config: SFTRunConfig) -> Path:
         seed=config.seed,
         report_to=[],
         dataloader_num_workers=0,
-        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         **device_arguments(config.bf16),
     )
     trainer = SFTTrainer(
