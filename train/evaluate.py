@@ -346,8 +346,14 @@ def write_report(report: dict[str, Any], output_dir: Path, label: str) -> None:
     write_curves_tensorboard(curves, output_dir / "tensorboard")
 
 
+LINESTYLES = {"greedy": "-", "sampled": ":", "best_of_n": "--", "maj_of_n": "-.", "search": "-"}
+
+
 def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, *, title: str = "") -> None:
-    """Accuracy against mean tokens and against mean FLOPs per problem, one line per curve (PNG)."""
+    """Solve rate against mean tokens and against mean FLOPs per problem, as a PNG.
+
+    Curves are named ``"<model> <method>"``: one colour per model, one line style per method.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -355,10 +361,19 @@ def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, *, title:
 
     from backtrack_gym.train.data import atomic_write
 
+    models = list(dict.fromkeys(name.rsplit(" ", 1)[0] for name in curves))
+    colours = plt.get_cmap("tab10")
     figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for name, points in curves.items():
+        model, _, method = name.rpartition(" ")
+        style = {
+            "color": colours(models.index(model) % 10),
+            "linestyle": LINESTYLES.get(method, "-"),
+            "marker": "s" if method == "search" else "o",
+            "markersize": 4,
+        }
         for axis, key in zip(axes, ("tokens", "flops"), strict=True):
-            axis.plot([p[key] for p in points], [p["accuracy"] for p in points], marker="o", label=name)
+            axis.plot([p[key] for p in points], [p["accuracy"] for p in points], label=name, **style)
     for axis, label in zip(axes, ("model tokens per problem", "FLOPs per problem"), strict=True):
         axis.set_xscale("log")
         axis.set_xlabel(label)
