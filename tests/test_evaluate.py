@@ -219,6 +219,10 @@ def test_experiment_trains_evaluates_and_resumes(tmp_path):
         if path.suffix not in (".json", ".md", ".png") or path.parent == tmp_path:
             continue
         assert path.stat().st_mtime_ns == stamp, path
+    # A stage trained under other settings is never reused or overwritten.
+    config.arms["direct"]["trace_options"] = {"max_lines": 3}
+    with pytest.raises(ValueError, match="other settings"):
+        run_experiment(config)
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/experiments/**/*.yaml")), ids=str)

@@ -109,6 +109,28 @@ def test_mix_is_seeded_and_varies():
     assert len(shapes) > 1
 
 
+def test_self_backtrack_wrong_step_rate_mixes_in_plain_solutions():
+    def backtracks(rate: float) -> list[int]:
+        return [
+            write_trace(
+                TASK, TASK.generate(i), "self_backtrack", rng=item_rng(0, "train", i, 1), wrong_step_rate=rate
+            ).lines.count(BACKTRACK)
+            for i in range(60)
+        ]
+
+    assert set(backtracks(0.0)) == {0}
+    half = backtracks(0.5)
+    assert set(half) == {0, 1} and 15 <= sum(half) <= 45
+    # the default (every trace has one) draws nothing extra: traces stay as they were
+    default = write_trace(TASK, TASK.generate(3), "self_backtrack", rng=item_rng(0, "train", 3, 1))
+    explicit = write_trace(
+        TASK, TASK.generate(3), "self_backtrack", rng=item_rng(0, "train", 3, 1), wrong_step_rate=1.0
+    )
+    assert default.lines == explicit.lines and default.lines.count(BACKTRACK) == 1
+    with pytest.raises(ValueError, match="wrong_step_rate"):
+        write_trace(TASK, TASK.generate(0), "self_backtrack", wrong_step_rate=1.5)
+
+
 def test_self_backtrack_masks_exactly_the_wrong_step():
     for index in range(200):
         problem = TASK.generate(index)

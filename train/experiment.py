@@ -20,7 +20,7 @@ from typing import Any
 from backtrack_gym.train.data import atomic_write
 from backtrack_gym.train.evaluate import EvalConfig, evaluate, plot_curves
 
-ARM_FIELDS = {"style", "methods", "n_train", "sft_epochs", "grpo"}
+ARM_FIELDS = {"style", "trace_options", "methods", "n_train", "sft_epochs", "grpo"}
 
 
 @dataclass
@@ -31,9 +31,9 @@ class ExperimentConfig:
         name: experiment name (names the result files).
         task: task name (``countdown``, ``sudoku``, ``math``).
         task_config: task config fields, shared by training and evaluation.
-        arms: arm name -> ``{style, methods, n_train, sft_epochs, grpo}``; ``style``
-            is required, ``methods`` defaults to ``[greedy, sample]``, ``grpo`` (bool)
-            to ``grpo_steps > 0``.
+        arms: arm name -> ``{style, trace_options, methods, n_train, sft_epochs, grpo}``;
+            ``style`` is required, ``methods`` defaults to ``[greedy, sample]``, ``grpo``
+            (bool) to ``grpo_steps > 0``.
         model: preset size trained from scratch (or a pretrained model path).
         output_dir: run directory; one sub-directory per arm and stage.
         seed: seed of data, weights and sampling.
@@ -113,6 +113,7 @@ class ExperimentConfig:
         return SFTRunConfig(
             task=self.task,
             style=spec["style"],
+            trace_options=dict(spec.get("trace_options", {})),
             n_train=spec.get("n_train", self.n_train),
             seed=self.seed,
             task_config=self.task_config,
@@ -177,11 +178,14 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     results: dict[str, Any] = {"config": asdict(config), "arms": {}}
     for arm in config.arms:
         results["arms"][arm] = arm_results = {}
-        model = _stage(Path(config.output_dir) / arm / "sft", lambda arm=arm: _train_sft(config, arm))
+        model = _stage(
+            Path(config.output_dir) / arm / "sft", config.sft_config(arm), lambda arm=arm: _train_sft(config, arm)
+        )
         arm_results["sft"] = _evaluate_stage(config.eval_config(arm, str(model["path"]), "sft_eval"), model)
         if config.arm_has_grpo(arm):
             tuned = _stage(
                 Path(config.output_dir) / arm / "grpo",
+                config.grpo_config(arm, str(model["path"])),
                 lambda arm=arm, path=model["path"]: _train_grpo(config, arm, str(path)),
             )
             arm_results["grpo"] = _evaluate_stage(config.eval_config(arm, str(tuned["path"]), "grpo_eval"), tuned)
@@ -201,14 +205,21 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     return results
 
 
-def _stage(directory: Path, train: Any) -> dict[str, Any]:
-    """A trained model's path and training time, read from ``stage.json`` when the stage already ran."""
+def _stage(directory: Path, config: Any, train: Any) -> dict[str, Any]:
+    """A trained model's path and training time, read from ``stage.json`` when the stage already ran.
+
+    A stage trained under another config is an error, never silently reused or overwritten.
+    """
     record = directory / "stage.json"
+    settings = json.loads(json.dumps(asdict(config)))
     if record.exists():
-        return json.loads(record.read_text())
+        stage = json.loads(record.read_text())
+        if stage.get("config") != settings:
+            raise ValueError(f"{directory} holds a model trained with other settings; remove it or change output_dir")
+        return stage
     start = time.perf_counter()
     path = train()
-    stage = {"path": str(path), "train_seconds": time.perf_counter() - start}
+    stage = {"path": str(path), "train_seconds": time.perf_counter() - start, "config": settings}
     atomic_write(record, lambda tmp: tmp.write_text(json.dumps(stage)))
     return stage
 

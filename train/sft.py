@@ -30,6 +30,8 @@ class SFTRunConfig:
     Attributes:
         task: task name (``countdown``, ``sudoku``, ``math``).
         style: trace style of the training data (``direct``, ``dfs``, ``mix``, ...).
+        trace_options: options of the trace writer, e.g. ``{wrong_step_rate: 0.5}``
+            for CountDown ``self_backtrack``.
         n_train: training traces.
         seed: seed of the data, the model's initial weights and the training order.
         task_config: task config fields, e.g. ``{num_count: 3, target_max: 50}``.
@@ -55,6 +57,7 @@ class SFTRunConfig:
 
     task: str = "countdown"
     style: str = "dfs"
+    trace_options: dict[str, Any] = field(default_factory=dict)
     n_train: int = 5000
     seed: int = 0
     task_config: dict[str, Any] = field(default_factory=dict)
@@ -144,7 +147,14 @@ def run_sft(config: SFTRunConfig) -> Path:
             model, LoraConfig(r=config.lora_rank, lora_alpha=2 * config.lora_rank, target_modules="all-linear")
         )
     dataset = build_sft_dataset(
-        task, config.style, config.n_train, config.seed, "train", workers=config.workers, progress=True
+        task,
+        config.style,
+        config.n_train,
+        config.seed,
+        "train",
+        workers=config.workers,
+        progress=True,
+        trace_options=config.trace_options,
     )
     train_set, dropped = tokenize_dataset(dataset, tokenizer, config.max_length)
     if dropped:

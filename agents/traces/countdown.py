@@ -168,19 +168,33 @@ def think(task: CountDownTask, problem: CountDownProblem, **options: object) -> 
     return dfs(task, problem, **{**options, "think": True})
 
 
-def self_backtrack(task: CountDownTask, problem: CountDownProblem, *, rng: np.random.Generator, **_: object) -> Trace:
+def self_backtrack(
+    task: CountDownTask,
+    problem: CountDownProblem,
+    *,
+    rng: np.random.Generator,
+    wrong_step_rate: float = 1.0,
+    **_: object,
+) -> Trace:
     """A shortest solution with one plausible wrong step, then a backtrack, inserted at a random step.
 
     The wrong step is legal but leaves the target unreachable (proved by the
     solver); among those, the best by the sum heuristic is chosen. Its line is
-    masked so the SFT loss teaches when to backtrack, not the mistake.
+    masked so the SFT loss teaches when to backtrack, not the mistake. With
+    ``wrong_step_rate`` below 1 only that share of traces gets one (the others are
+    the plain shortest solution), as the self-backtracking recipe mixes the two: a
+    model that saw a backtrack in every trace learns to backtrack after any step.
     """
+    if not 0.0 <= wrong_step_rate <= 1.0:
+        raise ValueError(f"wrong_step_rate must be in [0, 1], got {wrong_step_rate}")
     writer = TraceWriter(task, problem)
     plan = task.solve(problem, writer.state) or []
     states = [writer.state]
     for step in plan:
         states.append(task.apply(problem, states[-1], step))
     positions = [int(k) for k in rng.permutation(len(plan))]
+    if wrong_step_rate < 1.0 and rng.random() >= wrong_step_rate:
+        positions = []  # this trace is the plain shortest solution
     chosen, wrong = None, None
     for k in positions:
         wrong = _plausible_wrong_step(task, problem, states[k])
