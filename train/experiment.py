@@ -192,17 +192,23 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
     output = Path(config.output_dir)
     text = json.dumps(results, indent=1, default=str)
     atomic_write(output / f"{config.name}.json", lambda path: path.write_text(text))
+    plot_experiment(results, output / f"{config.name}.png")
+    markdown = results_markdown(results)
+    atomic_write(output / f"{config.name}.md", lambda path: path.write_text(markdown))
+    return results
+
+
+def plot_experiment(results: dict[str, Any], path: Path) -> None:
+    """One PNG of the curves the experiment's ``plot`` names, for every arm and stage."""
+    config = results["config"]
     curves = {
         f"{arm}{'' if stage == 'sft' else '+GRPO'} {name}": points
         for arm, stages in results["arms"].items()
         for stage, result in stages.items()
         for name, points in result["curves"].items()
-        if name in config.plot
+        if name in config["plot"]
     }
-    plot_curves(curves, output / f"{config.name}.png", title=config.name)
-    markdown = results_markdown(results)
-    atomic_write(output / f"{config.name}.md", lambda path: path.write_text(markdown))
-    return results
+    plot_curves(curves, path, title=config["name"])
 
 
 def _stage(directory: Path, config: Any, train: Any) -> dict[str, Any]:
