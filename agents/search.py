@@ -210,7 +210,8 @@ def self_backtracking_search(
     The prompt of a problem is ``task.prompt(problem) + "\\n"`` (the SFT data's
     prompt); a state is expanded from prompt + state text. ``answer_key(task, state)``
     groups finished answers by final state (default :func:`state_key`; e.g. pass
-    one that keeps only ``state.answer`` for Math, whose state also holds the lines).
+    one that keeps only ``state.answer`` for Math, whose state also holds the lines);
+    an answer with a line the rules reject is keyed by its text instead.
     """
     config = (config or SearchConfig()).validate()
     problems = [task.coerce_problem(problem) for problem in problems]
@@ -255,7 +256,11 @@ def _finish(task: Task, problem: Any, path: _Path, c: Continuation, max_steps: i
     episode.run(text, max_steps=max_steps)
     logprobs = path.logprobs + tuple(c.logprobs)
     score = math.exp(sum(logprobs) / len(logprobs))
-    return Candidate(answer_key(task, episode.state), text, score, task.is_solved(problem, episode.state))
+    # A line the rules reject leaves the state as it was, so broken answers would all share
+    # a state and outvote real ones; such an answer is only identical to the same text.
+    rejected = episode.stats.malformed + episode.stats.illegal
+    key = text if rejected else answer_key(task, episode.state)
+    return Candidate(key, text, score, task.is_solved(problem, episode.state))
 
 
 def _cut(path: _Path, c: Continuation) -> _Path:

@@ -1,4 +1,3 @@
-import json
 import math
 import re
 
@@ -126,6 +125,18 @@ def test_selection_sums_scores_over_agreeing_answers_and_solved_is_the_envs_verd
     assert r2.votes() == pytest.approx({'["30"]': 0.9, '["90"]': 0.95})
     assert (r2.answer, r2.solved, r2.text) == ('["90"]', False, "4 + 6 = 10\n10 * 9 = 90\n")
     assert [c.solved for c in r2.candidates] == [True, False, False]
+
+
+def test_answers_with_rejected_lines_do_not_pool_their_votes():
+    broken = ["93 + 81 = 12\n", "9 * 9 = 80\n", "68 - 1 = 67\n"]  # wrong sum, numbers not on the board
+    expander = ScriptedExpander(
+        {PROMPT1: [*((text, "eos", 0.5) for text in broken), ("68 + 81 = 149\n149 - 93 = 56\n", "eos", 0.6)]}
+    )
+    [result] = self_backtracking_search(TASK, [P1], expander, SearchConfig(expansions=4, rounds=0))
+
+    # each broken answer leaves the board unchanged; keyed by state they would outvote the solution 1.5 to 0.6
+    assert [c.key for c in result.candidates[:3]] == broken
+    assert (result.answer, result.solved) == ('["56"]', True)
 
 
 def test_no_finished_answer_is_not_solved():
@@ -265,10 +276,12 @@ def test_search_with_a_tiny_model_runs_end_to_end(torch, model, tokenizer):
         for c in result.candidates:
             episode = Episode(TASK, TASK.problem_from_dict(problem))
             episode.run(c.text, max_steps=config.max_steps)
-            assert c.key == state_key(TASK, episode.state)
+            rejected = episode.stats.malformed + episode.stats.illegal
+            assert c.key == (c.text if rejected else state_key(TASK, episode.state))
             assert 0 < c.score <= 1
         votes = result.votes()
         assert votes and votes[result.answer] == max(votes.values())
-        final_state = TASK.state_from_info(json.loads(result.answer))
-        assert result.solved == TASK.is_solved(TASK.problem_from_dict(problem), final_state)
+        episode = Episode(TASK, TASK.problem_from_dict(problem))
+        episode.run(result.text, max_steps=config.max_steps)
+        assert result.solved == episode.stats.solved
     assert later_rounds == 2  # both problems backtracked into later rounds (fixed seed)
