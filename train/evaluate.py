@@ -87,9 +87,10 @@ class EvalConfig:
         unknown = set(self.methods) - set(METHODS)
         if unknown or not self.methods:
             raise ValueError(f"methods must be among {METHODS}, got {self.methods}")
-        for name in ("n", "samples", "max_tokens", "max_env_steps", "batch_size", "search_rounds"):
-            if getattr(self, name) < (0 if name == "search_rounds" else 1):
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        minimums = {"n": 1, "samples": 1, "max_tokens": 1, "max_env_steps": 1, "batch_size": 1, "search_rounds": 0}
+        for name, minimum in minimums.items():
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if any(b < 1 for b in self.budgets) or any(n < 1 for n in self.search_expansions):
@@ -154,17 +155,17 @@ class _Evaluator:
 
     def greedy(self) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
         episodes = self._play(samples=1, greedy=True)
-        for record, (episode,) in zip(self.records, episodes, strict=True):
-            record["greedy"] = self._episode_record(episode, text=True)
-        flat = [e for group in episodes for e in group]
-        return self._episode_summary(flat), {"greedy": self._sequential_curve(episodes)}
+        records = [self._episode_record(episode, text=True) for (episode,) in episodes]
+        for record, episode_record in zip(self.records, records, strict=True):
+            record["greedy"] = episode_record
+        return _summary(records), {"greedy": self._sequential_curve(episodes)}
 
     def sample(self) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
         episodes = self._play(samples=self.config.samples, greedy=False)
         per_problem = [[self._episode_record(e) for e in group] for group in episodes]
         for record, samples in zip(self.records, per_problem, strict=True):
             record["sample"] = samples
-        summary = self._episode_summary([e for group in episodes for e in group])
+        summary = _summary([s for samples in per_problem for s in samples])
         ks = _powers_of_two(self.config.samples)
         pass_k = {k: statistics.fmean(_pass_at(samples, k) for samples in per_problem) for k in ks}
         maj_k = {k: statistics.fmean(_maj_at(samples, k) for samples in per_problem) for k in ks}
@@ -266,18 +267,6 @@ class _Evaluator:
             record["text"] = self.tokenizer.decode(model_tokens, skip_special_tokens=True)
         return record
 
-    def _episode_summary(self, episodes: list[Any]) -> dict[str, float]:
-        records = [self._episode_record(e) for e in episodes]
-        return {
-            "episodes": len(records),
-            "solve_rate": statistics.fmean(r["solved"] for r in records),
-            "mean_tokens": statistics.fmean(r["tokens"] for r in records),
-            "mean_flops": statistics.fmean(r["flops"] for r in records),
-            "backtracks": statistics.fmean(r["backtracks"] for r in records),
-            "backtrack_rate": statistics.fmean(r["backtracks"] > 0 for r in records),
-            "invalid_steps": statistics.fmean(r["invalid_steps"] for r in records),
-        }
-
     def _sequential_curve(self, episodes: list[list[Any]]) -> list[dict[str, float]]:
         """Solve rate and mean cost of the episodes cut at each token budget."""
         points = []
@@ -299,7 +288,7 @@ class _Evaluator:
     def _cut(self, episode: Any, problem: Any, budget: int) -> dict[str, float]:
         """The episode's outcome and cost had it been stopped after ``budget`` model tokens."""
         model_tokens, env_tokens = _split_tokens(episode, budget)
-        whole = len(model_tokens) == len(_split_tokens(episode)[0])
+        whole = len(model_tokens) == sum(episode.model_mask)
         cost = self.shape.sequence_flops(len(episode.prompt_ids) + len(env_tokens), len(model_tokens))
         if whole:
             return {"solved": bool(episode.info["solved"]), "tokens": len(model_tokens), "flops": cost}
@@ -322,6 +311,19 @@ def _split_tokens(episode: Any, budget: int | None = None) -> tuple[list[int], l
         else:
             env_tokens.append(token)
     return model_tokens, env_tokens
+
+
+def _summary(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Solve rate, mean tokens and FLOPs, backtracks and invalid steps over episode records."""
+    return {
+        "episodes": len(records),
+        "solve_rate": statistics.fmean(r["solved"] for r in records),
+        "mean_tokens": statistics.fmean(r["tokens"] for r in records),
+        "mean_flops": statistics.fmean(r["flops"] for r in records),
+        "backtracks": statistics.fmean(r["backtracks"] for r in records),
+        "backtrack_rate": statistics.fmean(r["backtracks"] > 0 for r in records),
+        "invalid_steps": statistics.fmean(r["invalid_steps"] for r in records),
+    }
 
 
 def _pass_at(samples: list[dict[str, Any]], k: int) -> float:
