@@ -57,14 +57,14 @@ def run_eval(config: EvalConfig) -> None:
 
 
 def run_main_job(config: RunConfig) -> None:
-    from backtrack_gym.train.run import plot_paths, results_table, run_main, tensorboard_dirs
+    from backtrack_gym.train.run import plot_path, results_table, run_main, tensorboard_dirs
 
     results = run_main(config)
-    print(f"\nheld-out solve rate after SFT and after GRPO ({config.n_eval} problems each)")
+    print(f"\nheld-out solve rate after SFT and after GRPO ({config.n_eval} problems each, greedy)")
     print(format_table(results_table(results)))
-    print(f"wall time {results['wall_seconds'] / 60:.1f} min; results in {config.output_dir}/results.json")
+    print(f"wall time {results['wall_seconds'] / 60:.1f} min; results in {config.output_dir}/main.json and main.md")
     print("TensorBoard: tensorboard --logdir " + " --logdir ".join(tensorboard_dirs(config)))
-    print("plots: " + ", ".join(plot_paths(config)))
+    print(f"plot: {plot_path(config)}")
 
 
 def run_experiment_command(config: ExperimentConfig) -> None:

@@ -67,3 +67,14 @@ def test_bad_values_are_clear_errors(tmp_path):
     path.write_text("[1, 2]")
     with pytest.raises(ValueError, match="mapping"):
         parse(["--config", str(path)])
+
+
+def test_main_yaml_holds_the_defaults_of_make_run():
+    from pathlib import Path
+
+    from backtrack_gym.train.run import RunConfig
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, RunConfig)
+    path = Path(__file__).parents[1] / "configs" / "main.yaml"
+    assert config_from_args(RunConfig, parser.parse_args(["--config", str(path)])) == RunConfig()

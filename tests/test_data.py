@@ -79,6 +79,23 @@ def test_config_validation():
         DataConfig(formats=("csv",)).validate()
     with pytest.raises(ValueError, match="split"):
         DataConfig(split="dev").validate()
+    with pytest.raises(ValueError, match="interaction"):
+        DataConfig(interaction="chat").validate()
+
+
+def test_step_rows_interleave_masked_observations():
+    [completion_row] = build_sft_dataset("countdown", "self_backtrack", 1, seed=3)
+    [step_row] = build_sft_dataset("countdown", "self_backtrack", 1, seed=3, interaction="step")
+    text, spans = step_row["completion"], step_row["mask_spans"]
+    kept = "".join(text[end:start] for (_, end), (start, _) in zip([(0, 0), *spans], [*spans, (len(text), 0)]))
+    masked = [text[start:end] for start, end in spans]
+    # The model-written text is the completion trace less its masked wrong step.
+    wrong = [completion_row["completion"][start:end] for start, end in completion_row["mask_spans"]]
+    assert kept == completion_row["completion"].replace(wrong[0], "", 1)
+    # Every masked span is the wrong step and/or observations of the state, one per line.
+    observations = [line for span in masked for line in span.splitlines() if line.startswith("Target:")]
+    assert len(observations) == completion_row["num_lines"] - 1  # none after the solving line
+    assert any(wrong[0] in span for span in masked)
 
 
 def test_cli_data_prints_statistics(tmp_path):

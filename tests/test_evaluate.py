@@ -238,14 +238,24 @@ def test_shipped_experiment_configs_load_and_validate(path):
 
 
 @pytest.mark.slow
-def test_main_job_cli_prints_the_table_and_writes_results_and_plots(tmp_path, capsys):
+@pytest.mark.parametrize("interaction", ["step", "completion"])
+def test_main_job_cli_prints_the_table_and_writes_results_and_plots(tmp_path, capsys, interaction):
     torch.set_num_threads(1)
     args = ["run", "--model", "tiny", "--task-config", json.dumps(TASK_CONFIG), "--output-dir", str(tmp_path)]
-    assert main([*args, "--n-train", "64", "--grpo-steps", "2", "--num-generations", "2", "--n-eval", "4"]) == 0
+    args += ["--interaction", interaction, "--n-train", "64", "--grpo-steps", "2", "--num-generations", "2"]
+    assert main([*args, "--n-eval", "4"]) == 0
     out = capsys.readouterr().out
-    assert "solve_rate" in out and "sft" in out and "grpo" in out and "curves.png" in out
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert results["sft"]["episodes"] == results["grpo"]["episodes"] == 4
+    assert "solve_rate" in out and "sft" in out and "grpo" in out and "main.png" in out
+    results = json.loads((tmp_path / "main.json").read_text())
     for stage in ("sft", "grpo"):
-        assert (tmp_path / stage / "eval" / "curves.png").is_file()
-        assert (tmp_path / stage / "final" / "model.safetensors").is_file()
+        assert results["arms"]["direct"][stage]["summary"]["greedy"]["episodes"] == 4
+        assert (tmp_path / "direct" / stage / "final" / "model.safetensors").is_file()
+        assert (tmp_path / "direct" / stage / "stage.json").is_file()
+    assert (tmp_path / "main.png").is_file()
+    # The SFT data and both evaluations follow the interaction.
+    sft_settings = json.loads((tmp_path / "direct" / "sft" / "stage.json").read_text())["config"]
+    eval_settings = json.loads((tmp_path / "direct" / "grpo_eval-greedy" / "eval.json").read_text())["config"]
+    assert sft_settings["interaction"] == eval_settings["interaction"] == interaction
+    # A finished run prints its table again without training.
+    assert main([*args, "--n-eval", "4"]) == 0
+    assert "grpo" in capsys.readouterr().out

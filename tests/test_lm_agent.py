@@ -221,3 +221,29 @@ def test_eos_stops_the_episode_and_sends_the_pending_line(model, tokenizer):
     assert episodes[0].lines == ["3 + 5 = 8"] and episodes[0].stop_reason == "eos"
     assert episodes[1].lines == [] and episodes[1].stop_reason == "eos" and episodes[1].rewards == []
     assert episodes[1].completion_ids == [tokenizer.eos_token_id]
+
+
+@pytest.mark.parametrize("style", ["direct", "dfs"])
+def test_step_mode_sft_rows_are_what_a_step_mode_agent_sees(model, tokenizer, style):
+    from backtrack_gym.train.data import build_sft_dataset
+    from backtrack_gym.train.sft import IGNORE, tokenize_row
+
+    rows = build_sft_dataset("countdown", style, 8, seed=0, interaction="step")
+    # the longest direct trace; the shortest dfs trace that backtracks
+    row = (
+        max(rows, key=lambda r: r["num_lines"])
+        if style == "direct"
+        else min((r for r in rows if r["num_backtracks"]), key=lambda r: r["num_lines"])
+    )
+    assert row["solved"] and row["num_lines"] > 1
+    labels = tokenize_row(tokenizer, row["prompt"], row["completion"], row["mask_spans"])["labels"]
+    written = [t for t in labels if t != IGNORE][:-1]  # what the model writes (the final eos is never reached)
+    script = Script(tokenizer, [tokenizer.decode(written)])
+    agent = LMAgent(model, tokenizer, logits_processor=script)
+    envs = make_envs(1, interaction="step", backtrack=True, max_steps=64)
+    [episode] = agent.rollout(envs, options={"problem": row["problem"]})
+    assert episode.info["solved"]
+    assert tokenizer.decode(episode.prompt_ids) == row["prompt"]
+    assert tokenizer.decode(episode.completion_ids) == row["completion"]
+    prompt_length = len(episode.prompt_ids)
+    assert episode.model_mask == [int(t != IGNORE) for t in labels[prompt_length:-1]]

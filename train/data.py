@@ -23,7 +23,7 @@ from typing import Any
 
 from backtrack_gym.agents.traces import styles_for, write_trace
 from backtrack_gym.envs import BACKTRACK, make_task
-from backtrack_gym.envs.core import SPLITS, Task
+from backtrack_gym.envs.core import INTERACTIONS, SPLITS, Task
 from backtrack_gym.envs.seeding import item_rng
 
 TRACE_STREAM = 1  # extra item_rng key of a trace's random choices (the problem's stream has none)
@@ -35,11 +35,16 @@ def count_tokens(text: str, special: Iterable[str] = (BACKTRACK,)) -> int:
     return len(text) - sum(text.count(token) * (len(token) - 1) for token in special)
 
 
-def trace_row(task: Task, style: str, split: str, seed: int, options: dict[str, Any], index: int) -> dict[str, Any]:
-    """The data set row of item ``index``."""
+def trace_row(
+    task: Task, style: str, split: str, seed: int, options: dict[str, Any], interaction: str, index: int
+) -> dict[str, Any]:
+    """The data set row of item ``index``; a ``step`` row interleaves the env's observations (masked)."""
     problem = task.generate(index, split)
     trace = write_trace(task, problem, style, rng=item_rng(seed, split, index, TRACE_STREAM), **options)
-    completion = trace.completion
+    if interaction == "step":
+        completion, spans = trace.step_transcript(task, problem)
+    else:
+        completion, spans = trace.completion, trace.mask_spans()
     return {
         "index": index,
         "prompt": task.prompt(problem) + "\n",
@@ -51,7 +56,7 @@ def trace_row(task: Task, style: str, split: str, seed: int, options: dict[str, 
         "num_backtracks": trace.backtracks,
         "num_tokens": count_tokens(completion),
         "solved": trace.solved,
-        "mask_spans": [list(span) for span in trace.mask_spans()],
+        "mask_spans": [list(span) for span in spans],
     }
 
 
@@ -65,13 +70,16 @@ def generate_rows(
     workers: int = 1,
     progress: bool = False,
     trace_options: dict[str, Any] | None = None,
+    interaction: str = "completion",
 ) -> Iterator[dict[str, Any]]:
     """Rows ``0..n-1`` in order, written by ``workers`` processes."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if interaction not in INTERACTIONS:
+        raise ValueError(f"interaction must be one of {INTERACTIONS}, got {interaction!r}")
     if n < 0 or workers < 1:
         raise ValueError(f"need n >= 0 and workers >= 1, got n={n}, workers={workers}")
-    make_row = partial(trace_row, task, style, split, seed, dict(trace_options or {}))
+    make_row = partial(trace_row, task, style, split, seed, dict(trace_options or {}), interaction)
     if n:
         make_row(0)  # fail fast (unknown style, bad options) here rather than in a worker
     bar = _progress(n, f"{task.name}/{style}") if progress else None
@@ -110,12 +118,14 @@ def build_sft_dataset(
     progress: bool = False,
     task_config: dict[str, Any] | None = None,
     trace_options: dict[str, Any] | None = None,
+    interaction: str = "completion",
 ) -> Any:
     """A ``datasets.Dataset`` of ``n`` traces of ``style`` on ``split`` problems.
 
     ``task`` is a task name (built with ``task_config`` and ``seed``) or a task
     object (whose own config, seed included, picks the problems; ``seed`` then
-    seeds only the traces' random choices).
+    seeds only the traces' random choices). ``interaction="step"`` writes each
+    trace as a step-mode agent sees it, the env's observations between its lines.
     """
     import datasets
 
@@ -123,7 +133,15 @@ def build_sft_dataset(
         task = make_task(task, **{**(task_config or {}), "seed": seed})
     rows = list(
         generate_rows(
-            task, style, n, seed=seed, split=split, workers=workers, progress=progress, trace_options=trace_options
+            task,
+            style,
+            n,
+            seed=seed,
+            split=split,
+            workers=workers,
+            progress=progress,
+            trace_options=trace_options,
+            interaction=interaction,
         )
     )
     return datasets.Dataset.from_list(rows, features=dataset_features())
@@ -238,6 +256,8 @@ class DataConfig:
         workers: worker processes generating traces.
         task_config: task config fields, e.g. ``{num_count: 3, target_max: 50}``.
         max_lines: line budget of search traces (``dfs``, ``bfs``, ``mix``, ``think``).
+        interaction: ``completion`` traces, or ``step`` traces with the env's observation
+            after each line (masked), as a step-mode agent sees them.
     """
 
     task: str = "countdown"
@@ -250,6 +270,7 @@ class DataConfig:
     workers: int = 2
     task_config: dict[str, Any] = field(default_factory=dict)
     max_lines: int = 512
+    interaction: str = "completion"
 
     def validate(self) -> DataConfig:
         if self.n < 1:
@@ -263,6 +284,8 @@ class DataConfig:
             raise ValueError(f"unknown formats {unknown}; known: {list(FORMATS)}")
         if self.max_lines < 1:
             raise ValueError(f"max_lines must be at least 1, got {self.max_lines}")
+        if self.interaction not in INTERACTIONS:
+            raise ValueError(f"interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
         return self
 
 
@@ -281,6 +304,7 @@ def build_and_export(config: DataConfig, progress: bool = True) -> list[dict[str
             progress=progress,
             task_config=config.task_config,
             trace_options={"max_lines": config.max_lines},
+            interaction=config.interaction,
         )
         export(dataset, Path(config.out_dir) / f"{config.task}_{style}_{config.split}", config.formats)
         table.append({"style": style, **style_statistics(dataset)})

@@ -34,6 +34,9 @@ class ExperimentConfig:
         arms: arm name -> ``{style, trace_options, methods, n_train, sft_epochs, grpo}``;
             ``style`` is required, ``methods`` defaults to ``[greedy, sample]``, ``grpo``
             (bool) to ``grpo_steps > 0``.
+        interaction: how the models act in the env, in SFT data, GRPO and evaluation:
+            ``completion`` (one output replayed at the end) or ``step`` (one line per
+            turn, the env's observation after each).
         model: preset size trained from scratch (or a pretrained model path).
         output_dir: run directory; one sub-directory per arm and stage.
         seed: seed of data, weights and sampling.
@@ -49,7 +52,9 @@ class ExperimentConfig:
         n_eval: held-out problems.
         samples: sampled episodes per problem (pass@k, best-of-n).
         temperature: sampling temperature at evaluation.
-        max_tokens: most tokens per episode (GRPO and evaluation).
+        max_tokens: most model tokens per episode (GRPO and evaluation).
+        max_env_steps: step budget of an episode in the env (GRPO and evaluation); in
+            step mode an episode that goes wrong may retry until it is spent.
         budgets: token budgets of the sequential curves (empty: powers of two).
         search_expansions: N of the self-backtracking search, one point each.
         search_rounds: b of the self-backtracking search.
@@ -64,6 +69,7 @@ class ExperimentConfig:
     task: str = "countdown"
     task_config: dict[str, Any] = field(default_factory=dict)
     arms: dict[str, Any] = field(default_factory=lambda: {"direct": {"style": "direct"}, "dfs": {"style": "dfs"}})
+    interaction: str = "completion"
     model: str = "1M"
     output_dir: str = "runs/experiments/countdown"
     seed: int = 0
@@ -80,6 +86,7 @@ class ExperimentConfig:
     samples: int = 16
     temperature: float = 1.0
     max_tokens: int = 256
+    max_env_steps: int = 32
     budgets: list[int] = field(default_factory=list)
     search_expansions: list[int] = field(default_factory=lambda: [4, 16])
     search_rounds: int = 2
@@ -114,6 +121,7 @@ class ExperimentConfig:
             task=self.task,
             style=spec["style"],
             trace_options=dict(spec.get("trace_options", {})),
+            interaction=self.interaction,
             n_train=spec.get("n_train", self.n_train),
             seed=self.seed,
             task_config=self.task_config,
@@ -138,6 +146,7 @@ class ExperimentConfig:
             task_config=self.task_config,
             model=model,
             output_dir=str(Path(self.output_dir) / arm / "grpo"),
+            interaction=self.interaction,
             seed=self.seed,
             first_index=self.arms[arm].get("n_train", self.n_train),  # problems the SFT data did not use
             max_steps=self.grpo_steps,
@@ -145,6 +154,7 @@ class ExperimentConfig:
             num_generations=self.num_generations,
             prompts_per_step=self.prompts_per_step,
             max_completion_length=self.max_tokens,
+            max_env_steps=self.max_env_steps,
             save_steps=50,
             resume=True,
             bf16=self.bf16,
@@ -157,10 +167,12 @@ class ExperimentConfig:
             task=self.task,
             task_config=self.task_config,
             n=self.n_eval,
+            interaction=self.interaction,
             methods=methods,
             temperature=self.temperature,
             samples=self.samples,
             max_tokens=self.max_tokens,
+            max_env_steps=self.max_env_steps,
             budgets=list(self.budgets),
             search_expansions=list(self.search_expansions),
             search_rounds=self.search_rounds,

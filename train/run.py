@@ -1,22 +1,24 @@
-"""The main job: build data, SFT a model from scratch, GRPO it, evaluate both on held-out problems."""
+"""The main job: build data, SFT a model from scratch, GRPO it, evaluate both on held-out problems.
+
+It is a one-arm experiment (:mod:`.experiment`): each stage is reused when it already
+ran with the same settings, so a killed run resumes and a finished one prints its
+table again without training.
+"""
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from backtrack_gym.train.common import TENSORBOARD_DIR
-from backtrack_gym.train.data import atomic_write
-from backtrack_gym.train.evaluate import EvalConfig, evaluate
-from backtrack_gym.train.grpo import GRPORunConfig, run_grpo
-from backtrack_gym.train.sft import SFTRunConfig, run_sft
+from backtrack_gym.train.experiment import ExperimentConfig, run_experiment
 
 # 3 numbers in 1..9 with targets 10..100 (9 held out): a 1M model learns it on a 2-core CPU in
 # minutes, and the target range is wide enough for it to carry over to the held-out targets.
 MAIN_TASK_CONFIG = {"num_count": 3, "number_min": 1, "number_max": 9, "target_min": 10, "target_max": 100}
+STAGES = ("sft", "grpo")
 
 
 @dataclass
@@ -26,9 +28,12 @@ class RunConfig:
     Attributes:
         task: task name (``countdown``, ``sudoku``, ``math``).
         task_config: task config fields.
-        style: trace style of the SFT data.
+        style: trace style of the SFT data (also the run's sub-directory).
+        interaction: how the model acts in the env, in SFT data, GRPO and evaluation:
+            ``step`` (one line per turn, the env's observation after each) or
+            ``completion`` (one output replayed at the end).
         model: preset size trained from scratch (or a pretrained model path).
-        output_dir: run directory (``sft/``, ``grpo/``, ``results.json``).
+        output_dir: run directory (``<style>/sft``, ``<style>/grpo``, ``main.json``).
         seed: seed of everything.
         n_train: SFT traces.
         sft_epochs: passes over the SFT data.
@@ -37,15 +42,16 @@ class RunConfig:
         grpo_learning_rate: GRPO learning rate.
         num_generations: GRPO group size.
         prompts_per_step: GRPO problems per step.
-        interaction: GRPO path: ``completion`` (single turn) or ``step`` (multi turn).
         n_eval: held-out problems in each evaluation.
-        max_tokens: most tokens per completion (GRPO and evaluation).
-        resume: continue a killed run from its checkpoints.
+        max_tokens: most model tokens per episode (GRPO and evaluation).
+        max_env_steps: step budget of an episode (GRPO and evaluation): in step mode a
+            wrong line costs a step and the model may try again until it is spent.
     """
 
     task: str = "countdown"
     task_config: dict[str, Any] = field(default_factory=lambda: dict(MAIN_TASK_CONFIG))
     style: str = "direct"
+    interaction: str = "step"
     model: str = "1M"
     output_dir: str = "runs/main"
     seed: int = 0
@@ -56,93 +62,65 @@ class RunConfig:
     grpo_learning_rate: float = 1e-4
     num_generations: int = 8
     prompts_per_step: int = 8
-    interaction: str = "completion"
     n_eval: int = 500
     max_tokens: int = 64
-    resume: bool = False
+    max_env_steps: int = 4
 
     def validate(self) -> RunConfig:
-        self.sft_config().validate()
-        self.grpo_config("").validate()
+        self.experiment().validate()
         return self
 
-    def sft_config(self) -> SFTRunConfig:
-        return SFTRunConfig(
-            task=self.task,
-            style=self.style,
-            n_train=self.n_train,
-            seed=self.seed,
-            task_config=self.task_config,
-            model=self.model,
-            output_dir=str(Path(self.output_dir) / "sft"),
-            epochs=self.sft_epochs,
-            learning_rate=self.sft_learning_rate,
-            logging_steps=25,
-            save_steps=250,
-            resume=self.resume,
-        )
-
-    def grpo_config(self, model: str) -> GRPORunConfig:
-        return GRPORunConfig(
+    def experiment(self) -> ExperimentConfig:
+        """The one-arm experiment (greedy evaluation only) that runs this job."""
+        return ExperimentConfig(
+            name="main",
             task=self.task,
             task_config=self.task_config,
-            model=model,
-            output_dir=str(Path(self.output_dir) / "grpo"),
+            arms={self.style: {"style": self.style, "methods": ["greedy"]}},
             interaction=self.interaction,
+            model=self.model,
+            output_dir=self.output_dir,
             seed=self.seed,
-            first_index=self.n_train,  # fresh problems: the SFT data is items 0..n_train-1
-            max_steps=self.grpo_steps,
-            learning_rate=self.grpo_learning_rate,
+            n_train=self.n_train,
+            sft_epochs=self.sft_epochs,
+            sft_learning_rate=self.sft_learning_rate,
+            grpo_steps=self.grpo_steps,
+            grpo_learning_rate=self.grpo_learning_rate,
             num_generations=self.num_generations,
             prompts_per_step=self.prompts_per_step,
-            max_completion_length=self.max_tokens,
-            save_steps=50,
-            resume=self.resume,
-        )
-
-    def eval_config(self, model: str, stage: str) -> EvalConfig:
-        return EvalConfig(
-            model=model,
-            task=self.task,
-            task_config=self.task_config,
-            n=self.n_eval,
+            n_eval=self.n_eval,
             max_tokens=self.max_tokens,
-            output_dir=str(Path(self.output_dir) / stage / "eval"),
-            label=stage,
+            max_env_steps=self.max_env_steps,
+            plot=["greedy"],
         )
 
 
 def run_main(config: RunConfig) -> dict[str, Any]:
-    """Run every stage; returns (and writes to ``results.json``) the held-out results and timings."""
+    """Run (or reuse) every stage; returns the experiment's results plus ``wall_seconds`` of this call."""
     config.validate()
     start = time.perf_counter()
-    sft_model = str(run_sft(config.sft_config()))
-    sft_done = time.perf_counter()
-    after_sft = evaluate(config.eval_config(sft_model, "sft"))["summary"]["greedy"]
-    grpo_model = str(run_grpo(config.grpo_config(sft_model)))
-    grpo_done = time.perf_counter()
-    after_grpo = evaluate(config.eval_config(grpo_model, "grpo"))["summary"]["greedy"]
-    results = {
-        "config": asdict(config),
-        "sft": {**after_sft, "train_seconds": sft_done - start, "model": sft_model},
-        "grpo": {**after_grpo, "train_seconds": grpo_done - sft_done, "model": grpo_model},
-        "wall_seconds": time.perf_counter() - start,
-    }
-    text = json.dumps(results, indent=2)
-    atomic_write(Path(config.output_dir) / "results.json", lambda path: path.write_text(text))
-    return results
+    results = run_experiment(config.experiment())
+    return {**results, "wall_seconds": time.perf_counter() - start}
 
 
 def results_table(results: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per stage for printing."""
-    keys = ("solve_rate", "mean_tokens", "backtrack_rate", "invalid_steps", "train_seconds")
-    return [{"stage": stage, **{key: results[stage][key] for key in keys}} for stage in ("sft", "grpo")]
+    [stages] = results["arms"].values()
+    keys = ("solve_rate", "mean_tokens", "backtrack_rate", "invalid_steps")
+    return [
+        {
+            "stage": stage,
+            **{key: stages[stage]["summary"]["greedy"][key] for key in keys},
+            "train_seconds": stages[stage]["train_seconds"],
+        }
+        for stage in STAGES
+    ]
 
 
 def tensorboard_dirs(config: RunConfig) -> list[str]:
-    return [str(Path(config.output_dir) / stage / TENSORBOARD_DIR) for stage in ("sft", "grpo")]
+    return [str(Path(config.output_dir) / config.style / stage / TENSORBOARD_DIR) for stage in STAGES]
 
 
-def plot_paths(config: RunConfig) -> list[str]:
-    """The solve-rate-against-budget plots of the two evaluations."""
-    return [str(Path(config.output_dir) / stage / "eval" / "curves.png") for stage in ("sft", "grpo")]
+def plot_path(config: RunConfig) -> str:
+    """Solve rate against token and FLOP budgets, after SFT and after GRPO."""
+    return str(Path(config.output_dir) / "main.png")

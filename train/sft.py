@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backtrack_gym.envs.core import INTERACTIONS
 from backtrack_gym.train.common import (
     checkpoint_step,
     device_arguments,
@@ -32,6 +33,8 @@ class SFTRunConfig:
         style: trace style of the training data (``direct``, ``dfs``, ``mix``, ...).
         trace_options: options of the trace writer, e.g. ``{wrong_step_rate: 0.5}``
             for CountDown ``self_backtrack``.
+        interaction: ``completion`` traces, or ``step`` traces with the env's observation
+            after each line (masked from the loss), for a model that then acts in step mode.
         n_train: training traces.
         seed: seed of the data, the model's initial weights and the training order.
         task_config: task config fields, e.g. ``{num_count: 3, target_max: 50}``.
@@ -58,6 +61,7 @@ class SFTRunConfig:
     task: str = "countdown"
     style: str = "dfs"
     trace_options: dict[str, Any] = field(default_factory=dict)
+    interaction: str = "completion"
     n_train: int = 5000
     seed: int = 0
     task_config: dict[str, Any] = field(default_factory=dict)
@@ -87,6 +91,8 @@ class SFTRunConfig:
             raise ValueError("max_steps must be >= 0 and epochs > 0")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.interaction not in INTERACTIONS:
+            raise ValueError(f"interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
         return self
 
 
@@ -155,6 +161,7 @@ def run_sft(config: SFTRunConfig) -> Path:
         workers=config.workers,
         progress=True,
         trace_options=config.trace_options,
+        interaction=config.interaction,
     )
     train_set, dropped = tokenize_dataset(dataset, tokenizer, config.max_length)
     if dropped:

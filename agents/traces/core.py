@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from backtrack_gym.envs.core import BACKTRACK, Invalid, Task
+from backtrack_gym.envs.core import BACKTRACK, Episode, Invalid, Task
 
 
 @dataclass
@@ -48,6 +48,44 @@ class Trace:
                 spans.append((offset, end))
             offset = end
         return spans
+
+    def step_transcript(self, task: Task, problem: Any) -> tuple[str, list[tuple[int, int]]]:
+        """The trace as a step-mode agent sees it, and the spans to leave out of the loss.
+
+        After each line the env's observation (the rendered state) follows on its own
+        line, until a line solves the problem and the env ends the episode, exactly as
+        :class:`~backtrack_gym.agents.lm.LMAgent` writes a step-mode context. The
+        observations, which the env writes and not the model, are masked spans, as are
+        the masked lines.
+        """
+        episode = Episode(task, problem, backtrack=True)
+        text, spans, masked = [], [], set(self.masked)
+        offset = 0
+        for index, line in enumerate(self.lines):
+            end = offset + len(line) + 1
+            if index in masked:
+                spans.append((offset, end))
+            text.append(line + "\n")
+            offset = end
+            episode.step(line)
+            if episode.stats.solved:
+                break
+            observation = task.render(problem, episode.state) + "\n"
+            spans.append((offset, offset + len(observation)))
+            text.append(observation)
+            offset += len(observation)
+        return "".join(text), _merged(spans)
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Adjacent spans joined (a masked line followed by its observation is one span)."""
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        if merged and merged[-1][1] == start:
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    return merged
 
 
 @dataclass
