@@ -87,7 +87,8 @@ def test_step_rows_interleave_masked_observations():
     [completion_row] = build_sft_dataset("countdown", "self_backtrack", 1, seed=3)
     [step_row] = build_sft_dataset("countdown", "self_backtrack", 1, seed=3, interaction="step")
     text, spans = step_row["completion"], step_row["mask_spans"]
-    kept = "".join(text[end:start] for (_, end), (start, _) in zip([(0, 0), *spans], [*spans, (len(text), 0)]))
+    gaps = zip([(0, 0), *spans], [*spans, (len(text), 0)], strict=True)
+    kept = "".join(text[end:start] for (_, end), (start, _) in gaps)
     masked = [text[start:end] for start, end in spans]
     # The model-written text is the completion trace less its masked wrong step.
     wrong = [completion_row["completion"][start:end] for start, end in completion_row["mask_spans"]]

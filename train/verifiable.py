@@ -42,7 +42,7 @@ class VerifiableConfig:
         out: output path stem (``<out>.jsonl`` and ``<out>.parquet``).
     """
 
-    model: str = "runs/main/grpo/final"
+    model: str = "runs/main/direct/grpo/final"
     task: str = "countdown"
     task_config: dict[str, Any] = field(default_factory=dict)
     n_problems: int = 500
