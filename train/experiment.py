@@ -54,7 +54,9 @@ class ExperimentConfig:
         temperature: sampling temperature at evaluation.
         max_tokens: most model tokens per episode (GRPO and evaluation).
         max_env_steps: step budget of an episode in the env (GRPO and evaluation); in
-            step mode an episode that goes wrong may retry until it is spent.
+            step mode an episode that goes wrong may retry until it is spent. 0 means
+            ``max_tokens // 2`` (a line takes at least two tokens), so that only the token
+            budget ends an episode.
         budgets: token budgets of the sequential curves (empty: powers of two).
         search_expansions: N of the self-backtracking search, one point each.
         search_rounds: b of the self-backtracking search.
@@ -86,7 +88,7 @@ class ExperimentConfig:
     samples: int = 16
     temperature: float = 1.0
     max_tokens: int = 256
-    max_env_steps: int = 32
+    max_env_steps: int = 0
     budgets: list[int] = field(default_factory=list)
     search_expansions: list[int] = field(default_factory=lambda: [4, 16])
     search_rounds: int = 2
@@ -109,6 +111,9 @@ class ExperimentConfig:
             if self.arm_has_grpo(arm):
                 self.grpo_config(arm, "model").validate()
         return self
+
+    def env_steps(self) -> int:
+        return self.max_env_steps or max(1, self.max_tokens // 2)
 
     def arm_has_grpo(self, arm: str) -> bool:
         return bool(self.arms[arm].get("grpo", self.grpo_steps > 0)) and self.grpo_steps > 0
@@ -154,7 +159,7 @@ class ExperimentConfig:
             num_generations=self.num_generations,
             prompts_per_step=self.prompts_per_step,
             max_completion_length=self.max_tokens,
-            max_env_steps=self.max_env_steps,
+            max_env_steps=self.env_steps(),
             save_steps=50,
             resume=True,
             bf16=self.bf16,
@@ -172,7 +177,7 @@ class ExperimentConfig:
             temperature=self.temperature,
             samples=self.samples,
             max_tokens=self.max_tokens,
-            max_env_steps=self.max_env_steps,
+            max_env_steps=self.env_steps(),
             budgets=list(self.budgets),
             search_expansions=list(self.search_expansions),
             search_rounds=self.search_rounds,
