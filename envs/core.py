@@ -27,6 +27,14 @@ INTERACTIONS = ("step", "completion")
 INVALID_POLICIES = ("penalize", "terminate", "ignore")
 MAX_REPORTED_LINES = 16
 
+
+def check_interaction(interaction: str) -> str:
+    """``interaction`` if it is one of :data:`INTERACTIONS`; a clear ``ValueError`` if not."""
+    if interaction not in INTERACTIONS:
+        raise ValueError(f"interaction must be one of {INTERACTIONS}, got {interaction!r}")
+    return interaction
+
+
 Problem = TypeVar("Problem")
 State = TypeVar("State")
 Step = TypeVar("Step")
@@ -266,8 +274,7 @@ class TextEnv(gym.Env[str, str]):
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if interaction not in INTERACTIONS:
-            raise ValueError(f"interaction must be one of {INTERACTIONS}, got {interaction!r}")
+        check_interaction(interaction)
         if invalid_policy not in INVALID_POLICIES:
             raise ValueError(f"invalid_policy must be one of {INVALID_POLICIES}, got {invalid_policy!r}")
         if max_steps < 1:

@@ -23,7 +23,7 @@ from typing import Any
 
 from backtrack_gym.agents.traces import styles_for, write_trace
 from backtrack_gym.envs import BACKTRACK, make_task
-from backtrack_gym.envs.core import INTERACTIONS, SPLITS, Task
+from backtrack_gym.envs.core import SPLITS, Task, check_interaction
 from backtrack_gym.envs.seeding import item_rng
 
 TRACE_STREAM = 1  # extra item_rng key of a trace's random choices (the problem's stream has none)
@@ -75,8 +75,7 @@ def generate_rows(
     """Rows ``0..n-1`` in order, written by ``workers`` processes."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if interaction not in INTERACTIONS:
-        raise ValueError(f"interaction must be one of {INTERACTIONS}, got {interaction!r}")
+    check_interaction(interaction)
     if n < 0 or workers < 1:
         raise ValueError(f"need n >= 0 and workers >= 1, got n={n}, workers={workers}")
     make_row = partial(trace_row, task, style, split, seed, dict(trace_options or {}), interaction)
@@ -284,8 +283,7 @@ class DataConfig:
             raise ValueError(f"unknown formats {unknown}; known: {list(FORMATS)}")
         if self.max_lines < 1:
             raise ValueError(f"max_lines must be at least 1, got {self.max_lines}")
-        if self.interaction not in INTERACTIONS:
-            raise ValueError(f"interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
+        check_interaction(self.interaction)
         return self
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from backtrack_gym.envs import TASK_ENV_IDS
+from backtrack_gym.envs.core import check_interaction
 from backtrack_gym.train.common import (
     checkpoint_step,
     device_arguments,
@@ -97,8 +98,7 @@ class GRPORunConfig:
     bf16: bool = False
 
     def validate(self) -> GRPORunConfig:
-        if self.interaction not in ("completion", "step"):
-            raise ValueError(f"interaction must be 'completion' or 'step', got {self.interaction!r}")
+        check_interaction(self.interaction)
         if self.task not in TASK_ENV_IDS:
             raise ValueError(f"task must be one of {sorted(TASK_ENV_IDS)}, got {self.task!r}")
         if self.num_generations < 2:

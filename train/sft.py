@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backtrack_gym.envs.core import INTERACTIONS
+from backtrack_gym.envs.core import check_interaction
 from backtrack_gym.train.common import (
     checkpoint_step,
     device_arguments,
@@ -91,8 +91,7 @@ class SFTRunConfig:
             raise ValueError("max_steps must be >= 0 and epochs > 0")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.interaction not in INTERACTIONS:
-            raise ValueError(f"interaction must be one of {INTERACTIONS}, got {self.interaction!r}")
+        check_interaction(self.interaction)
         return self
 
 

@@ -41,13 +41,8 @@ class Trace:
 
     def mask_spans(self) -> list[tuple[int, int]]:
         """Character spans ``[start, end)`` of the masked lines (newline included) in :attr:`completion`."""
-        spans, offset, masked = [], 0, set(self.masked)
-        for index, line in enumerate(self.lines):
-            end = offset + len(line) + 1
-            if index in masked:
-                spans.append((offset, end))
-            offset = end
-        return spans
+        masked = set(self.masked)
+        return _layout([(line + "\n", index in masked) for index, line in enumerate(self.lines)])[1]
 
     def step_transcript(self, task: Task, problem: Any) -> tuple[str, list[tuple[int, int]]]:
         """The trace as a step-mode agent sees it, and the spans to leave out of the loss.
@@ -59,33 +54,24 @@ class Trace:
         the masked lines.
         """
         episode = Episode(task, problem, backtrack=True)
-        text, spans, masked = [], [], set(self.masked)
-        offset = 0
+        pieces, masked = [], set(self.masked)
         for index, line in enumerate(self.lines):
-            end = offset + len(line) + 1
-            if index in masked:
-                spans.append((offset, end))
-            text.append(line + "\n")
-            offset = end
+            pieces.append((line + "\n", index in masked))
             episode.step(line)
             if episode.stats.solved:
                 break
-            observation = task.render(problem, episode.state) + "\n"
-            spans.append((offset, offset + len(observation)))
-            text.append(observation)
-            offset += len(observation)
-        return "".join(text), _merged(spans)
+            pieces.append((task.render(problem, episode.state) + "\n", True))
+        return _layout(pieces)
 
 
-def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Adjacent spans joined (a masked line followed by its observation is one span)."""
-    merged: list[tuple[int, int]] = []
-    for start, end in spans:
-        if merged and merged[-1][1] == start:
-            merged[-1] = (merged[-1][0], end)
-        else:
-            merged.append((start, end))
-    return merged
+def _layout(pieces: list[tuple[str, bool]]) -> tuple[str, list[tuple[int, int]]]:
+    """The pieces' ``(text, masked)`` joined, and the character span of each masked one."""
+    spans, offset = [], 0
+    for text, masked in pieces:
+        if masked:
+            spans.append((offset, offset + len(text)))
+        offset += len(text)
+    return "".join(text for text, _ in pieces), spans
 
 
 @dataclass
