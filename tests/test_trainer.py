@@ -40,6 +40,20 @@ def test_tokenize_row_masks_prompt_and_spans():
     assert tokenizer.decode(masked) == "Target: 24 | Numbers: 3 4 8\n3 + 4 = 7\n"
 
 
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"num_generations": 1}, "num_generations must be at least 2"),
+        ({"warmup_ratio": 1.0}, "warmup_ratio must be in"),
+        ({"max_env_steps": 0}, "max_env_steps must be at least 1"),
+        ({"task": "chess"}, "task must be one of"),
+    ],
+)
+def test_grpo_config_rejects_bad_values(fields, message):
+    with pytest.raises(ValueError, match=message):
+        GRPORunConfig(**fields).validate()
+
+
 @pytest.mark.slow
 def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
     torch.set_num_threads(1)
@@ -59,6 +73,9 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
     )
     assert (sft / "model.safetensors").is_file() and (sft / "tokenizer.json").is_file()
     assert {"train/loss", "train/learning_rate"} <= set(tensorboard(tmp_path / "sft" / "tensorboard").Tags()["scalars"])
+    # TRL turns gradient checkpointing on by default; the config's False must reach the trainer.
+    sft_args = torch.load(tmp_path / "sft" / "checkpoint-4" / "training_args.bin", weights_only=False)
+    assert sft_args.gradient_checkpointing is False
     for interaction in ("completion", "step"):
         out = tmp_path / f"grpo_{interaction}"
         final = run_grpo(
@@ -74,6 +91,8 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
                 max_completion_length=24,
                 max_env_steps=4,
                 beta=0.01,
+                learning_rate=3e-5,
+                lr_scheduler="constant",
                 logging_steps=1,
                 save_steps=100,
             )
@@ -85,6 +104,7 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
             assert f"train/rewards/countdown_{name}/mean" in scalars, (interaction, sorted(scalars))
         assert {"train/completions/mean_length", "train/kl", "train/entropy", "train/reward"} <= scalars
         assert [e.step for e in events.Scalars("train/reward")] == [1, 2]
+        assert [e.value for e in events.Scalars("train/learning_rate")] == pytest.approx([3e-5, 3e-5])
         assert any("completions" in tag for tag in events.Tags()["tensors"])
 
 

@@ -47,6 +47,8 @@ class ExperimentConfig:
         max_length: longest SFT trace in tokens (longer ones are dropped).
         grpo_steps: GRPO steps after SFT (0: no GRPO).
         grpo_learning_rate: GRPO learning rate.
+        grpo_temperature: sampling temperature of the GRPO rollouts.
+        grpo_warmup_ratio: share of the GRPO steps spent warming the learning rate up.
         num_generations: GRPO group size.
         prompts_per_step: GRPO problems per step.
         n_eval: held-out problems.
@@ -82,6 +84,8 @@ class ExperimentConfig:
     max_length: int = 512
     grpo_steps: int = 0
     grpo_learning_rate: float = 1e-4
+    grpo_temperature: float = 1.0
+    grpo_warmup_ratio: float = 0.0
     num_generations: int = 8
     prompts_per_step: int = 8
     n_eval: int = 200
@@ -156,6 +160,8 @@ class ExperimentConfig:
             first_index=self.arms[arm].get("n_train", self.n_train),  # problems the SFT data did not use
             max_steps=self.grpo_steps,
             learning_rate=self.grpo_learning_rate,
+            temperature=self.grpo_temperature,
+            warmup_ratio=self.grpo_warmup_ratio,
             num_generations=self.num_generations,
             prompts_per_step=self.prompts_per_step,
             max_completion_length=self.max_tokens,
