@@ -49,6 +49,7 @@ class ExperimentConfig:
         grpo_learning_rate: GRPO learning rate.
         grpo_temperature: sampling temperature of the GRPO rollouts.
         grpo_warmup_ratio: share of the GRPO steps spent warming the learning rate up.
+        grpo_beta: GRPO's KL coefficient against the SFT model (0: no reference model).
         num_generations: GRPO group size.
         prompts_per_step: GRPO problems per step.
         n_eval: held-out problems.
@@ -86,6 +87,7 @@ class ExperimentConfig:
     grpo_learning_rate: float = 1e-4
     grpo_temperature: float = 1.0
     grpo_warmup_ratio: float = 0.0
+    grpo_beta: float = 0.0
     num_generations: int = 8
     prompts_per_step: int = 8
     n_eval: int = 200
@@ -162,6 +164,7 @@ class ExperimentConfig:
             learning_rate=self.grpo_learning_rate,
             temperature=self.grpo_temperature,
             warmup_ratio=self.grpo_warmup_ratio,
+            beta=self.grpo_beta,
             num_generations=self.num_generations,
             prompts_per_step=self.prompts_per_step,
             max_completion_length=self.max_tokens,
