@@ -68,7 +68,7 @@ class RunConfig:
     # A fresh optimiser's first full-size steps cost held-out targets most (51% -> 34% after
     # 50 steps in one run, while train targets held at 50%).
     grpo_warmup_ratio: float = 0.1
-    # A KL anchor to the SFT model holds on to what carries over to held-out targets.
+    # Anchors the policy to the SFT model, whose skill on held-out targets GRPO's updates erode.
     grpo_beta: float = 0.04
     num_generations: int = 8
     prompts_per_step: int = 8
