@@ -225,6 +225,17 @@ def test_experiment_trains_evaluates_and_resumes(tmp_path):
         run_experiment(config)
 
 
+def test_main_job_hands_its_grpo_and_env_settings_to_each_stage():
+    from backtrack_gym.train.run import RunConfig
+
+    config = RunConfig(grpo_temperature=0.5, grpo_warmup_ratio=0.2, grpo_beta=0.01, max_env_steps=3)
+    experiment = config.experiment()
+    grpo = experiment.grpo_config(config.style, "model")
+    assert (grpo.temperature, grpo.warmup_ratio, grpo.beta, grpo.max_env_steps) == (0.5, 0.2, 0.01, 3)
+    assert (grpo.interaction, experiment.sft_config(config.style).interaction) == ("step", "step")
+    assert experiment.eval_config(config.style, "model", "sft_eval").max_env_steps == 3
+
+
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/experiments/**/*.yaml")), ids=str)
 def test_shipped_experiment_configs_load_and_validate(path):
     import argparse
