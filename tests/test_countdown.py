@@ -29,6 +29,7 @@ from backtrack_gym.envs.countdown import (
     generate,
     parse_step,
     solve,
+    split_profile,
     split_targets,
     verify_answer,
 )
@@ -174,6 +175,20 @@ def test_held_out_targets_split_train_and_test():
     assert not {generate(config, i, "train").target for i in range(300)} & splits["test"]
     # The held-out set is a fixed function of the target range, not of the seed.
     assert split_targets(CountDownConfig(seed=9))["test"] == splits["test"]
+
+
+def test_split_profile_shows_how_few_problems_a_small_held_out_set_holds():
+    # 3 numbers in 1..9 (the main job): 500 held-out draws are mostly targets 16 and 19.
+    small = split_profile(CountDownConfig(num_count=3, number_max=9), n=500)
+    assert sum(small.target_counts.values()) == 500 and set(small.target_counts) <= {16, 19, 38, 52, 76, 81, 84, 89, 99}
+    assert (small.target_counts[16], small.target_counts[19], small.distinct) == (253, 168, 98)
+    assert small.effective_targets == pytest.approx(2.7, abs=0.05)
+    # 4 numbers in 1..99 (the research's task) spread over the nine targets almost evenly.
+    wide = split_profile(CountDownConfig(), n=500)
+    assert wide.distinct == 500 and wide.effective_targets > 8.5
+    assert split_profile(CountDownConfig(), n=1, split="train").effective_targets == 1.0
+    with pytest.raises(ValueError, match="at least 1"):
+        split_profile(CountDownConfig(), n=0)
 
 
 @pytest.mark.parametrize(

@@ -228,10 +228,16 @@ def test_experiment_trains_evaluates_and_resumes(tmp_path):
 def test_main_job_hands_its_grpo_and_env_settings_to_each_stage():
     from backtrack_gym.train.run import RunConfig
 
-    config = RunConfig(grpo_temperature=0.5, grpo_warmup_ratio=0.2, grpo_beta=0.01, max_env_steps=3)
+    weights = {"correct": 1.0, "validity": 0.3}
+    config = RunConfig(
+        grpo_temperature=0.5, grpo_warmup_ratio=0.2, grpo_beta=0.01, grpo_reward_weights=weights, max_env_steps=3
+    )
     experiment = config.experiment()
     grpo = experiment.grpo_config(config.style, "model")
     assert (grpo.temperature, grpo.warmup_ratio, grpo.beta, grpo.max_env_steps) == (0.5, 0.2, 0.01, 3)
+    assert grpo.reward_weights == weights
+    with pytest.raises(ValueError, match="unknown reward terms"):
+        RunConfig(grpo_reward_weights={"solved": 1.0}).validate()
     assert (grpo.interaction, experiment.sft_config(config.style).interaction) == ("step", "step")
     assert experiment.eval_config(config.style, "model", "sft_eval").max_env_steps == 3
 

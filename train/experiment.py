@@ -50,6 +50,8 @@ class ExperimentConfig:
         grpo_temperature: sampling temperature of the GRPO rollouts.
         grpo_warmup_ratio: share of the GRPO steps spent warming the learning rate up.
         grpo_beta: GRPO's KL coefficient against the SFT model (0: no reference model).
+        grpo_reward_weights: weights of GRPO's reward terms (``correct``, ``progress``,
+            ``format``, ``validity``, ``length``, ``backtrack``; see :mod:`backtrack_gym.rewards.terms`).
         num_generations: GRPO group size.
         prompts_per_step: GRPO problems per step.
         n_eval: held-out problems.
@@ -88,6 +90,7 @@ class ExperimentConfig:
     grpo_temperature: float = 1.0
     grpo_warmup_ratio: float = 0.0
     grpo_beta: float = 0.0
+    grpo_reward_weights: dict[str, float] = field(default_factory=lambda: {"correct": 1.0})
     num_generations: int = 8
     prompts_per_step: int = 8
     n_eval: int = 200
@@ -165,6 +168,7 @@ class ExperimentConfig:
             temperature=self.grpo_temperature,
             warmup_ratio=self.grpo_warmup_ratio,
             beta=self.grpo_beta,
+            reward_weights=dict(self.grpo_reward_weights),
             num_generations=self.num_generations,
             prompts_per_step=self.prompts_per_step,
             max_completion_length=self.max_tokens,

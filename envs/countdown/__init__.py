@@ -1,7 +1,14 @@
 """CountDown: combine numbers with + - * / to reach a target."""
 
 from backtrack_gym.envs.countdown.env import CountDownEnv, CountDownTask
-from backtrack_gym.envs.countdown.generator import CountDownConfig, CountDownProblem, generate, split_targets
+from backtrack_gym.envs.countdown.generator import (
+    CountDownConfig,
+    CountDownProblem,
+    SplitProfile,
+    generate,
+    split_profile,
+    split_targets,
+)
 from backtrack_gym.envs.countdown.grammar import check_answer, parse_step, verify_answer
 from backtrack_gym.envs.countdown.rules import Rules, Step, solve
 
@@ -11,11 +18,13 @@ __all__ = [
     "CountDownProblem",
     "CountDownTask",
     "Rules",
+    "SplitProfile",
     "Step",
     "check_answer",
     "generate",
     "parse_step",
     "solve",
+    "split_profile",
     "split_targets",
     "verify_answer",
 ]

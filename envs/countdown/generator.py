@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from functools import lru_cache
@@ -160,6 +161,33 @@ def generate(config: CountDownConfig, index: int, split: str = "train") -> Count
     raise RuntimeError(
         f"no {split} problem found in {config.max_attempts} draws; widen the target range or the number range"
     )
+
+
+@dataclass(frozen=True)
+class SplitProfile:
+    """How the first ``problems`` items of a split spread over targets and distinct problems."""
+
+    problems: int
+    distinct: int
+    target_counts: dict[int, int]
+
+    @property
+    def effective_targets(self) -> float:
+        """``1 / sum(p**2)`` over the targets' shares: the number of equally common targets it equals."""
+        return 1.0 / sum((count / self.problems) ** 2 for count in self.target_counts.values())
+
+
+def split_profile(config: CountDownConfig, n: int, split: str = "test") -> SplitProfile:
+    """Profile items ``0..n-1`` of ``split``: a held-out set may be far smaller than its size.
+
+    Problems count as the same when they give the same numbers in any order.
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    problems = [generate(config, index, split) for index in range(n)]
+    counts = Counter(problem.target for problem in problems)
+    distinct = {(tuple(sorted(problem.numbers)), problem.target) for problem in problems}
+    return SplitProfile(problems=n, distinct=len(distinct), target_counts=dict(sorted(counts.items())))
 
 
 def _random_combination(rng: np.random.Generator, rules: Rules, numbers: list[int]):
