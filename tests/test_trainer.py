@@ -47,6 +47,8 @@ def test_tokenize_row_masks_prompt_and_spans():
         ({"warmup_ratio": 1.0}, "warmup_ratio must be in"),
         ({"max_env_steps": 0}, "max_env_steps must be at least 1"),
         ({"task": "chess"}, "task must be one of"),
+        ({"num_iterations": 0}, "num_iterations must be at least 1"),
+        ({"top_entropy_quantile": 1.5}, "top_entropy_quantile must be in"),
     ],
 )
 def test_grpo_config_rejects_bad_values(fields, message):
@@ -76,6 +78,8 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
     # TRL turns gradient checkpointing on by default; the config's False must reach the trainer.
     sft_args = torch.load(tmp_path / "sft" / "checkpoint-4" / "training_args.bin", weights_only=False)
     assert sft_args.gradient_checkpointing is False
+    # The step path also reuses each rollout for two clipped updates on its high-entropy tokens.
+    reuse = {"num_iterations": 2, "epsilon_high": 0.28, "top_entropy_quantile": 0.5}
     for interaction in ("completion", "step"):
         out = tmp_path / f"grpo_{interaction}"
         final = run_grpo(
@@ -95,6 +99,7 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
                 lr_scheduler="constant",
                 logging_steps=1,
                 save_steps=100,
+                **(reuse if interaction == "step" else {}),
             )
         )
         assert (final / "model.safetensors").is_file()
@@ -103,7 +108,10 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
         for name in ("correct", "solved", "backtracks", "invalid_steps"):
             assert f"train/rewards/countdown_{name}/mean" in scalars, (interaction, sorted(scalars))
         assert {"train/completions/mean_length", "train/kl", "train/entropy", "train/reward"} <= scalars
-        assert [e.step for e in events.Scalars("train/reward")] == [1, 2]
+        # Rewards are logged where a rollout was generated: each step, or every other one with reuse.
+        generated = [1] if interaction == "step" else [1, 2]
+        assert [e.step for e in events.Scalars("train/reward")] == generated
+        assert [e.step for e in events.Scalars("train/learning_rate")] == [1, 2]
         assert [e.value for e in events.Scalars("train/learning_rate")] == pytest.approx([3e-5, 3e-5])
         assert any("completions" in tag for tag in events.Tags()["tensors"])
 

@@ -65,6 +65,17 @@ class GRPORunConfig:
             keeps a fresh optimiser's first, noisy steps from undoing what SFT taught.
         beta: KL coefficient against the starting model (0 drops the reference model).
         loss_type: TRL loss (``grpo``, ``dapo``, ``dr_grpo``, ...).
+        num_iterations: optimiser passes over each generated batch (the μ of GRPO); above 1
+            the policy ratio is clipped, and each rollout buys more updates.
+        steps_per_generation: optimiser steps per generated batch; each generation samples
+            ``steps_per_generation * prompts_per_step`` problems and splits them into steps.
+        epsilon_high: upper clipping bound of the policy ratio (DAPO's clip-higher, e.g.
+            0.28); ``None`` clips symmetrically at 0.2. It matters only where the policy
+            has moved since generation (``num_iterations`` or ``steps_per_generation`` above 1).
+        top_entropy_quantile: share of completion tokens, those of highest entropy, that
+            carry the policy loss (1 keeps all; the "80/20" paper uses 0.2). It keeps the
+            gradient on the forks where the policy chooses, not on tokens it is sure of.
+        entropy_coef: weight of an entropy bonus in the loss (0 turns it off).
         logging_steps: steps between logged metrics.
         save_steps: steps between checkpoints.
         save_total_limit: checkpoints kept.
@@ -98,6 +109,11 @@ class GRPORunConfig:
     warmup_ratio: float = 0.0
     beta: float = 0.0
     loss_type: str = "dapo"
+    num_iterations: int = 1
+    steps_per_generation: int = 1
+    epsilon_high: float | None = None
+    top_entropy_quantile: float = 1.0
+    entropy_coef: float = 0.0
     logging_steps: int = 5
     save_steps: int = 50
     save_total_limit: int = 2
@@ -115,11 +131,21 @@ class GRPORunConfig:
             raise ValueError("num_generations must be at least 2 (GRPO compares completions within a group)")
         if self.first_index < 0:
             raise ValueError(f"first_index must be non-negative, got {self.first_index}")
-        for name in ("n_prompts", "max_steps", "prompts_per_step", "max_completion_length", "max_env_steps"):
+        for name in (
+            "n_prompts",
+            "max_steps",
+            "prompts_per_step",
+            "max_completion_length",
+            "max_env_steps",
+            "num_iterations",
+            "steps_per_generation",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.top_entropy_quantile <= 1:
+            raise ValueError(f"top_entropy_quantile must be in [0, 1], got {self.top_entropy_quantile}")
         if self.use_vllm and self.interaction == "step":
             raise ValueError("use_vllm applies to the single-turn path (interaction='completion')")
         from backtrack_gym.rewards import check_weights
@@ -279,6 +305,11 @@ def run_grpo(config: GRPORunConfig) -> Path:
         warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
         beta=config.beta,
         loss_type=config.loss_type,
+        num_iterations=config.num_iterations,
+        steps_per_generation=config.steps_per_generation,
+        epsilon_high=config.epsilon_high,
+        top_entropy_quantile=config.top_entropy_quantile,
+        entropy_coef=config.entropy_coef,
         reward_weights=weights,
         logging_steps=config.logging_steps,
         save_steps=config.save_steps,
