@@ -8,7 +8,7 @@ table again without training.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -93,30 +93,10 @@ class RunConfig:
 
     def experiment(self) -> ExperimentConfig:
         """The one-arm experiment (greedy evaluation only) that runs this job."""
+        # Every field but the style is an experiment field of the same name.
+        shared = {item.name: getattr(self, item.name) for item in fields(self) if item.name != "style"}
         return ExperimentConfig(
-            name="main",
-            task=self.task,
-            task_config=self.task_config,
-            arms={self.style: {"style": self.style, "methods": ["greedy"]}},
-            interaction=self.interaction,
-            model=self.model,
-            output_dir=self.output_dir,
-            seed=self.seed,
-            n_train=self.n_train,
-            sft_epochs=self.sft_epochs,
-            sft_learning_rate=self.sft_learning_rate,
-            grpo_steps=self.grpo_steps,
-            grpo_learning_rate=self.grpo_learning_rate,
-            grpo_temperature=self.grpo_temperature,
-            grpo_warmup_ratio=self.grpo_warmup_ratio,
-            grpo_beta=self.grpo_beta,
-            grpo_reward_weights=self.grpo_reward_weights,
-            num_generations=self.num_generations,
-            prompts_per_step=self.prompts_per_step,
-            n_eval=self.n_eval,
-            max_tokens=self.max_tokens,
-            max_env_steps=self.max_env_steps,
-            plot=["greedy"],
+            name="main", arms={self.style: {"style": self.style, "methods": ["greedy"]}}, plot=["greedy"], **shared
         )
 
 
