@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,6 +50,8 @@ def test_tokenize_row_masks_prompt_and_spans():
         ({"task": "chess"}, "task must be one of"),
         ({"num_iterations": 0}, "num_iterations must be at least 1"),
         ({"top_entropy_quantile": 1.5}, "top_entropy_quantile must be in"),
+        ({"resample_rounds": -1}, "resample_rounds must be non-negative"),
+        ({"resample_rounds": 1, "interaction": "completion"}, "resample_rounds applies to the step path"),
     ],
 )
 def test_grpo_config_rejects_bad_values(fields, message):
@@ -114,6 +117,69 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
         assert [e.step for e in events.Scalars("train/learning_rate")] == [1, 2]
         assert [e.value for e in events.Scalars("train/learning_rate")] == pytest.approx([3e-5, 3e-5])
         assert any("completions" in tag for tag in events.Tags()["tensors"])
+
+
+class _Trainer:
+    """The two things a rollout function uses of TRL's trainer."""
+
+    def __init__(self, model):
+        self.model = model
+        self.accelerator = SimpleNamespace(unwrap_model=lambda model: model)
+        self.metrics = {}
+
+    def _log_metric(self, name, value):
+        self.metrics.setdefault(name, []).append(value)
+
+
+def _rollout(resample_rounds: int, reward_weights: dict[str, float]):
+    from backtrack_gym.envs import make_task
+    from backtrack_gym.train import build_model
+    from backtrack_gym.train.grpo import StepRollout, prompt_dataset
+
+    task = make_task("countdown", **TASK_CONFIG)
+    tokenizer = build_tokenizer(task)
+    config = GRPORunConfig(
+        task_config=TASK_CONFIG,
+        interaction="step",
+        n_prompts=2,
+        first_index=10,
+        num_generations=2,
+        max_completion_length=16,
+        max_env_steps=2,
+        reward_weights=reward_weights,
+        resample_rounds=resample_rounds,
+    )
+    dataset = prompt_dataset(task, config.n_prompts, first_index=config.first_index)
+    rollout = StepRollout(config, tokenizer, task, dict(zip(dataset["prompt"], dataset["problem"], strict=True)))
+    trainer = _Trainer(build_model("tiny", tokenizer, seed=0))
+    prompts = [prompt for prompt in dataset["prompt"] for _ in range(config.num_generations)]
+    return task, tokenizer, rollout, trainer, prompts
+
+
+def test_dynamic_sampling_replaces_groups_that_score_alike_with_fresh_problems():
+    from backtrack_gym.train.grpo import EPISODE_PROMPT_COLUMN, INFO_COLUMN, prompt_row
+
+    # An untrained model solves nothing: under the solve reward every group scores alike.
+    task, tokenizer, rollout, trainer, prompts = _rollout(2, {"correct": 1.0})
+    output = rollout(prompts, trainer)
+    assert not any(info["solved"] for info in output[INFO_COLUMN])
+    # Each round replaced both groups; the second round's problems are the ones played.
+    assert trainer.metrics == {"resampled_groups": [4.0]}
+    fresh = [prompt_row(task, index)["prompt"] for index in (14, 15)]  # 10 + 2 data set rows + 2 first replacements
+    assert output[EPISODE_PROMPT_COLUMN] == [fresh[0], fresh[0], fresh[1], fresh[1]]
+    assert [tokenizer.decode(ids) for ids in output["prompt_ids"]] == output[EPISODE_PROMPT_COLUMN]
+    assert len(output["completion_ids"]) == len(output["env_mask"]) == len(output["logprobs"]) == 4
+
+
+def test_dynamic_sampling_keeps_groups_whose_rewards_differ():
+    _, _, rollout, _, prompts = _rollout(1, {"correct": 1.0, "format": 1.0})
+    episode = SimpleNamespace(
+        info={"steps": 2, "valid_steps": 2, "malformed_steps": 0, "illegal_steps": 0, "backtracks": 0, "solved": False}
+    )
+    malformed = SimpleNamespace(info={**episode.info, "valid_steps": 1, "malformed_steps": 1})
+    assert rollout._uniform_groups(prompts, [episode, malformed, episode, episode]) == [2]
+    with pytest.raises(ValueError, match="whole groups of 2 identical prompts"):
+        rollout._uniform_groups(prompts[1:] + prompts[:1], [episode] * 4)
 
 
 def _sft_command(output: Path, *extra: str) -> list[str]:

@@ -33,6 +33,7 @@ from backtrack_gym.train.common import (
 )
 
 INFO_COLUMN = "episode_info"
+EPISODE_PROMPT_COLUMN = "episode_prompt"  # the prompt each episode played, after resampling
 
 
 @dataclass
@@ -76,6 +77,10 @@ class GRPORunConfig:
             carry the policy loss (1 keeps all; the "80/20" paper uses 0.2). It keeps the
             gradient on the forks where the policy chooses, not on tokens it is sure of.
         entropy_coef: weight of an entropy bonus in the loss (0 turns it off).
+        resample_rounds: DAPO's dynamic sampling (step path): a group whose episodes all
+            score alike has zero advantage and gives no gradient, so up to this many times
+            a step each such group is replaced by a fresh training problem and played
+            again (0 turns it off). Replacements come from past the data set's problems.
         logging_steps: steps between logged metrics.
         save_steps: steps between checkpoints.
         save_total_limit: checkpoints kept.
@@ -114,6 +119,7 @@ class GRPORunConfig:
     epsilon_high: float | None = None
     top_entropy_quantile: float = 1.0
     entropy_coef: float = 0.0
+    resample_rounds: int = 0
     logging_steps: int = 5
     save_steps: int = 50
     save_total_limit: int = 2
@@ -142,6 +148,10 @@ class GRPORunConfig:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.resample_rounds < 0:
+            raise ValueError(f"resample_rounds must be non-negative, got {self.resample_rounds}")
+        if self.resample_rounds and self.interaction != "step":
+            raise ValueError("resample_rounds applies to the step path (interaction='step')")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.top_entropy_quantile <= 1:
@@ -158,39 +168,72 @@ def prompt_dataset(task: Any, n: int, split: str = "train", first_index: int = 0
     """Rows ``prompt`` (what the model sees, as in SFT) and ``problem`` (JSON) for ``n`` items from ``first_index``."""
     import datasets
 
-    rows = []
-    for index in range(first_index, first_index + n):
-        problem = task.generate(index, split)
-        rows.append({"prompt": task.prompt(problem) + "\n", "problem": json.dumps(task.problem_to_dict(problem))})
-    return datasets.Dataset.from_list(rows)
+    return datasets.Dataset.from_list([prompt_row(task, index, split) for index in range(first_index, first_index + n)])
+
+
+def prompt_row(task: Any, index: int, split: str = "train") -> dict[str, str]:
+    """Problem ``index`` of ``split`` as a GRPO data set row (``prompt`` and ``problem``)."""
+    problem = task.generate(index, split)
+    return {"prompt": task.prompt(problem) + "\n", "problem": json.dumps(task.problem_to_dict(problem))}
 
 
 class StepRollout:
-    """A TRL ``rollout_func`` that plays the LM agent in step mode, one env per prompt entry."""
+    """A TRL ``rollout_func`` that plays the LM agent in step mode, one env per prompt entry.
 
-    def __init__(self, config: GRPORunConfig, tokenizer: Any, problems: dict[str, str]):
+    With ``resample_rounds`` it also does DAPO's dynamic sampling: groups whose episodes
+    all score alike are replaced by fresh problems (numbered from ``first_index +
+    n_prompts`` on) and played again, and the number replaced is logged as
+    ``resampled_groups``.
+    """
+
+    def __init__(self, config: GRPORunConfig, tokenizer: Any, task: Any, problems: dict[str, str]):
         self.config = config
         self.tokenizer = tokenizer
+        self.task = task
         self.problems = problems
         self.calls = 0
+        self.next_fresh = config.first_index + config.n_prompts
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
+        prompts = list(prompts)
+        problems = [self.problems[p] for p in prompts]
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        was_training = model.training
+        model.eval()
+        try:
+            episodes = self._play(model, problems)
+            resampled = 0
+            for _ in range(self.config.resample_rounds):
+                stale = self._uniform_groups(prompts, episodes)
+                if not stale:
+                    break
+                resampled += len(stale)
+                size = self.config.num_generations
+                fresh = [self._fresh_row() for _ in stale]
+                replay = self._play(model, [row["problem"] for row in fresh for _ in range(size)])
+                for k, start in enumerate(stale):
+                    episodes[start : start + size] = replay[k * size : (k + 1) * size]
+                    prompts[start : start + size] = [fresh[k]["prompt"]] * size
+        finally:
+            model.train(was_training)
+        if self.config.resample_rounds:
+            trainer._log_metric("resampled_groups", float(resampled))
+        return {
+            "prompt_ids": [e.prompt_ids for e in episodes],
+            "completion_ids": [e.completion_ids for e in episodes],
+            "logprobs": [e.logprobs for e in episodes],
+            "env_mask": [e.model_mask for e in episodes],
+            INFO_COLUMN: [_plain_info(e.info) for e in episodes],
+            EPISODE_PROMPT_COLUMN: prompts,
+        }
+
+    def _play(self, model: Any, problems: list[str]) -> list[Any]:
         import gymnasium as gym
 
         from backtrack_gym.agents.lm import LMAgent, SamplingConfig
         from backtrack_gym.train.tokenizer import BKSP, action_token_ids
 
         config = self.config
-        envs = [
-            gym.make(
-                TASK_ENV_IDS[config.task],
-                interaction="step",
-                backtrack=config.backtrack,
-                max_steps=config.max_env_steps,
-                **config.task_config,
-            )
-            for _ in prompts
-        ]
         bksp = action_token_ids(self.tokenizer)[BKSP]
 
         def no_backspace(rows: list[int], tokens: list[list[int]], scores: Any) -> Any:
@@ -203,23 +246,36 @@ class StepRollout:
             seed=config.seed * 1_000_003 + self.calls,
         )
         self.calls += 1
-        model = trainer.accelerator.unwrap_model(trainer.model)
-        was_training = model.training
-        model.eval()
+        env_args = {"interaction": "step", "backtrack": config.backtrack, "max_steps": config.max_env_steps}
+        envs = [gym.make(TASK_ENV_IDS[config.task], **env_args, **config.task_config) for _ in problems]
         try:
             agent = LMAgent(model, self.tokenizer, sampling, logits_processor=no_backspace)
-            episodes = agent.rollout(envs, options=[{"problem": self.problems[p]} for p in prompts])
+            return agent.rollout(envs, options=[{"problem": problem} for problem in problems])
         finally:
-            model.train(was_training)
             for env in envs:
                 env.close()
-        return {
-            "prompt_ids": [e.prompt_ids for e in episodes],
-            "completion_ids": [e.completion_ids for e in episodes],
-            "logprobs": [e.logprobs for e in episodes],
-            "env_mask": [e.model_mask for e in episodes],
-            INFO_COLUMN: [_plain_info(e.info) for e in episodes],
-        }
+
+    def _uniform_groups(self, prompts: list[str], episodes: list[Any]) -> list[int]:
+        """Start indices of the groups whose episodes all earn the same reward."""
+        from backtrack_gym.rewards import score, stats_from_info
+
+        size = self.config.num_generations
+        starts = range(0, len(prompts), size)
+        if len(prompts) % size or any(len(set(prompts[i : i + size])) != 1 for i in starts):
+            raise ValueError(
+                f"resample_rounds needs whole groups of {size} identical prompts in each rollout; "
+                "run on one process or make each process's batch a multiple of num_generations"
+            )
+        weights = self.config.reward_weights
+        return [
+            i for i in starts if len({score(stats_from_info(e.info), weights) for e in episodes[i : i + size]}) == 1
+        ]
+
+    def _fresh_row(self) -> dict[str, str]:
+        row = prompt_row(self.task, self.next_fresh)
+        self.next_fresh += 1
+        self.problems[row["prompt"]] = row["problem"]
+        return row
 
 
 def _plain_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -240,6 +296,8 @@ class CompletionLog:
         from backtrack_gym.rewards import completion_text
 
         rewards = self.reward_func(prompts=prompts, completions=completions, **columns)
+        # In the step path the episodes say which prompt each played (resampling may swap them).
+        prompts = columns.get(EPISODE_PROMPT_COLUMN, prompts)
         prompts = prompts if prompts is not None else [""] * len(completions)
         self.latest = [(str(p), completion_text(c), r) for p, c, r in zip(prompts, completions, rewards, strict=True)][
             : self.count
@@ -282,7 +340,7 @@ def run_grpo(config: GRPORunConfig) -> Path:
     step_mode = config.interaction == "step"
     if step_mode:
         funcs = episode_reward_functions(task.name, config.reward_weights, info_column=INFO_COLUMN, metrics=True)
-        rollout = StepRollout(config, tokenizer, dict(zip(dataset["prompt"], dataset["problem"], strict=True)))
+        rollout = StepRollout(config, tokenizer, task, dict(zip(dataset["prompt"], dataset["problem"], strict=True)))
     else:
         funcs = trl_reward_functions(
             task, config.reward_weights, backtrack=config.backtrack, max_steps=config.max_env_steps, metrics=True
