@@ -120,11 +120,12 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
 
 
 class _Trainer:
-    """The two things a rollout function uses of TRL's trainer."""
+    """What a rollout function uses of TRL's trainer."""
 
     def __init__(self, model):
         self.model = model
-        self.accelerator = SimpleNamespace(unwrap_model=lambda model: model)
+        self.accelerator = SimpleNamespace(unwrap_model=lambda model: model, num_processes=1, process_index=0)
+        self.state = SimpleNamespace(global_step=0)
         self.metrics = {}
 
     def _log_metric(self, name, value):

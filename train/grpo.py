@@ -181,9 +181,11 @@ class StepRollout:
     """A TRL ``rollout_func`` that plays the LM agent in step mode, one env per prompt entry.
 
     With ``resample_rounds`` it also does DAPO's dynamic sampling: groups whose episodes
-    all score alike are replaced by fresh problems (numbered from ``first_index +
-    n_prompts`` on) and played again, and the number replaced is logged as
-    ``resampled_groups``.
+    all score alike are replaced by fresh problems and played again, and the number
+    replaced is logged as ``resampled_groups``. Sampling seeds and fresh problems are
+    numbered by the trainer's global step, so a resumed run plays what the killed one
+    would have played; fresh problems come from past the data set's (``first_index +
+    n_prompts`` on), a separate block for each step, round and process.
     """
 
     def __init__(self, config: GRPORunConfig, tokenizer: Any, task: Any, problems: dict[str, str]):
@@ -191,32 +193,35 @@ class StepRollout:
         self.tokenizer = tokenizer
         self.task = task
         self.problems = problems
-        self.calls = 0
-        self.next_fresh = config.first_index + config.n_prompts
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
+        config = self.config
+        size = config.num_generations
+        step = trainer.state.global_step
         prompts = list(prompts)
-        problems = [self.problems[p] for p in prompts]
         model = trainer.accelerator.unwrap_model(trainer.model)
         was_training = model.training
         model.eval()
         try:
-            episodes = self._play(model, problems)
+            episodes = self._play(model, [self.problems[p] for p in prompts], seed=step * (config.resample_rounds + 1))
             resampled = 0
-            for _ in range(self.config.resample_rounds):
+            for round_ in range(config.resample_rounds):
                 stale = self._uniform_groups(prompts, episodes)
                 if not stale:
                     break
                 resampled += len(stale)
-                size = self.config.num_generations
-                fresh = [self._fresh_row() for _ in stale]
-                replay = self._play(model, [row["problem"] for row in fresh for _ in range(size)])
+                fresh = self._fresh_rows(trainer, round_, len(stale), groups=len(prompts) // size)
+                replay = self._play(
+                    model,
+                    [row["problem"] for row in fresh for _ in range(size)],
+                    seed=step * (config.resample_rounds + 1) + round_ + 1,
+                )
                 for k, start in enumerate(stale):
                     episodes[start : start + size] = replay[k * size : (k + 1) * size]
                     prompts[start : start + size] = [fresh[k]["prompt"]] * size
         finally:
             model.train(was_training)
-        if self.config.resample_rounds:
+        if config.resample_rounds:
             trainer._log_metric("resampled_groups", float(resampled))
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
@@ -227,7 +232,7 @@ class StepRollout:
             EPISODE_PROMPT_COLUMN: prompts,
         }
 
-    def _play(self, model: Any, problems: list[str]) -> list[Any]:
+    def _play(self, model: Any, problems: list[str], seed: int) -> list[Any]:
         import gymnasium as gym
 
         from backtrack_gym.agents.lm import LMAgent, SamplingConfig
@@ -243,9 +248,8 @@ class StepRollout:
         sampling = SamplingConfig(
             temperature=config.temperature,
             max_episode_tokens=config.max_completion_length,
-            seed=config.seed * 1_000_003 + self.calls,
+            seed=config.seed * 1_000_003 + seed,
         )
-        self.calls += 1
         env_args = {"interaction": "step", "backtrack": config.backtrack, "max_steps": config.max_env_steps}
         envs = [gym.make(TASK_ENV_IDS[config.task], **env_args, **config.task_config) for _ in problems]
         try:
@@ -254,6 +258,13 @@ class StepRollout:
         finally:
             for env in envs:
                 env.close()
+
+    def _fresh_rows(self, trainer: Any, round_: int, count: int, groups: int) -> list[dict[str, str]]:
+        """``count`` problems past the data set's, a block of ``groups`` per (step, round, process)."""
+        accelerator = trainer.accelerator
+        block = (trainer.state.global_step * self.config.resample_rounds + round_) * accelerator.num_processes
+        first = self.config.first_index + self.config.n_prompts + (block + accelerator.process_index) * groups
+        return [prompt_row(self.task, first + k) for k in range(count)]
 
     def _uniform_groups(self, prompts: list[str], episodes: list[Any]) -> list[int]:
         """Start indices of the groups whose episodes all earn the same reward."""
@@ -270,12 +281,6 @@ class StepRollout:
         return [
             i for i in starts if len({score(stats_from_info(e.info), weights) for e in episodes[i : i + size]}) == 1
         ]
-
-    def _fresh_row(self) -> dict[str, str]:
-        row = prompt_row(self.task, self.next_fresh)
-        self.next_fresh += 1
-        self.problems[row["prompt"]] = row["problem"]
-        return row
 
 
 def _plain_info(info: dict[str, Any]) -> dict[str, Any]:
