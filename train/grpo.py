@@ -203,7 +203,9 @@ class StepRollout:
         was_training = model.training
         model.eval()
         try:
-            episodes = self._play(model, [self.problems[p] for p in prompts], seed=step * (config.resample_rounds + 1))
+            # One sampling stream per (step, round, process); process 0's are the single-process streams.
+            stream = step * (config.resample_rounds + 1) + (trainer.accelerator.process_index << 40)
+            episodes = self._play(model, [self.problems[p] for p in prompts], stream)
             resampled = 0
             for round_ in range(config.resample_rounds):
                 stale = self._uniform_groups(prompts, episodes)
@@ -214,7 +216,7 @@ class StepRollout:
                 replay = self._play(
                     model,
                     [row["problem"] for row in fresh for _ in range(size)],
-                    seed=step * (config.resample_rounds + 1) + round_ + 1,
+                    stream + round_ + 1,
                 )
                 for k, start in enumerate(stale):
                     episodes[start : start + size] = replay[k * size : (k + 1) * size]
@@ -232,7 +234,7 @@ class StepRollout:
             EPISODE_PROMPT_COLUMN: prompts,
         }
 
-    def _play(self, model: Any, problems: list[str], seed: int) -> list[Any]:
+    def _play(self, model: Any, problems: list[str], stream: int) -> list[Any]:
         import gymnasium as gym
 
         from backtrack_gym.agents.lm import LMAgent, SamplingConfig
@@ -248,7 +250,7 @@ class StepRollout:
         sampling = SamplingConfig(
             temperature=config.temperature,
             max_episode_tokens=config.max_completion_length,
-            seed=config.seed * 1_000_003 + seed,
+            seed=config.seed * 1_000_003 + stream,
         )
         env_args = {"interaction": "step", "backtrack": config.backtrack, "max_steps": config.max_env_steps}
         envs = [gym.make(TASK_ENV_IDS[config.task], **env_args, **config.task_config) for _ in problems]
