@@ -229,3 +229,31 @@ def test_sft_runs_under_accelerate_with_two_cpu_processes(tmp_path):
     state = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     assert (output / "final" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_step_grpo_with_dynamic_sampling_runs_under_accelerate_with_two_cpu_processes(tmp_path):
+    from backtrack_gym.envs import make_task
+    from backtrack_gym.train import build_model
+
+    start = tmp_path / "start"
+    tokenizer = build_tokenizer(make_task("countdown", **TASK_CONFIG))
+    build_model("tiny", tokenizer, seed=0).save_pretrained(start)
+    tokenizer.save_pretrained(start)
+    output = tmp_path / "grpo"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--module", "backtrack_gym", "grpo",
+        "--model", str(start), "--output-dir", str(output), "--task-config", json.dumps(TASK_CONFIG),
+        "--interaction", "step", "--reward-weights", json.dumps({"correct": 1.0}), "--resample-rounds", "1",
+        "--n-prompts", "8", "--max-steps", "2", "--prompts-per-step", "2", "--num-generations", "2",
+        "--max-completion-length", "16", "--max-env-steps", "2", "--logging-steps", "1", "--save-steps", "2",
+    ]  # fmt: skip
+    result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = json.loads((output / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert (output / "final" / "model.safetensors").is_file()
+    # The untrained model solves nothing, so each process replaces both of its groups every step.
+    resampled = tensorboard(output / "tensorboard").Scalars("train/resampled_groups")
+    assert [(e.step, e.value) for e in resampled] == [(1, 2.0), (2, 2.0)]
