@@ -52,6 +52,8 @@ def test_tokenize_row_masks_prompt_and_spans():
         ({"top_entropy_quantile": 1.5}, "top_entropy_quantile must be in"),
         ({"resample_rounds": -1}, "resample_rounds must be non-negative"),
         ({"resample_rounds": 1, "interaction": "completion"}, "resample_rounds applies to the step path"),
+        ({"sft_coef": -0.1}, "sft_coef must be non-negative"),
+        ({"sft_batch_size": 0}, "sft_batch_size must be at least 1"),
     ],
 )
 def test_grpo_config_rejects_bad_values(fields, message):
@@ -81,8 +83,9 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
     # TRL turns gradient checkpointing on by default; the config's False must reach the trainer.
     sft_args = torch.load(tmp_path / "sft" / "checkpoint-4" / "training_args.bin", weights_only=False)
     assert sft_args.gradient_checkpointing is False
-    # The step path also reuses each rollout for two clipped updates on its high-entropy tokens.
-    reuse = {"num_iterations": 2, "epsilon_high": 0.28, "top_entropy_quantile": 0.5}
+    # The step path also reuses each rollout for two clipped updates on its high-entropy tokens,
+    # with a supervised anchor term.
+    reuse = {"num_iterations": 2, "epsilon_high": 0.28, "top_entropy_quantile": 0.5, "sft_coef": 0.5}
     for interaction in ("completion", "step"):
         out = tmp_path / f"grpo_{interaction}"
         final = run_grpo(
@@ -117,6 +120,7 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
         assert [e.step for e in events.Scalars("train/learning_rate")] == [1, 2]
         assert [e.value for e in events.Scalars("train/learning_rate")] == pytest.approx([3e-5, 3e-5])
         assert any("completions" in tag for tag in events.Tags()["tensors"])
+        assert ("train/sft_loss" in scalars) == (interaction == "step")
 
 
 class _Trainer:
@@ -257,3 +261,67 @@ def test_step_grpo_with_dynamic_sampling_runs_under_accelerate_with_two_cpu_proc
     # The untrained model solves nothing, so each process replaces both of its groups every step.
     resampled = tensorboard(output / "tensorboard").Scalars("train/resampled_groups")
     assert [(e.step, e.value) for e in resampled] == [(1, 2.0), (2, 2.0)]
+
+
+def test_sft_anchor_batches_are_masked_oracle_traces_drawn_per_step():
+    from backtrack_gym.envs import make_task
+    from backtrack_gym.train.grpo import SFTAnchor
+    from backtrack_gym.train.sft import IGNORE
+
+    task = make_task("countdown", **TASK_CONFIG)
+    tokenizer = build_tokenizer(task)
+    anchor = SFTAnchor(GRPORunConfig(task_config=TASK_CONFIG, interaction="step", sft_batch_size=4), tokenizer, task)
+    batch = anchor.batch(step=3, micro_step=0, process_index=0)
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    assert batch["input_ids"].shape[0] == 4
+    assert torch.equal(batch["input_ids"], anchor.batch(3, 0, 0)["input_ids"])  # a resumed run sees the same
+    for other in (anchor.batch(4, 0, 0), anchor.batch(3, 1, 0), anchor.batch(3, 0, 1)):
+        assert not torch.equal(batch["input_ids"], other["input_ids"])
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()
+    for ids, labels in zip(batch["input_ids"], batch["labels"], strict=True):
+        text = tokenizer.decode(ids[labels != IGNORE])
+        prompt = tokenizer.decode(ids[: int((labels != IGNORE).nonzero()[0])])
+        assert prompt.startswith("Target: ") and " = " not in prompt
+        assert text.endswith(tokenizer.eos_token) and " = " in text and "Numbers" not in text  # observations masked
+    with pytest.raises(ValueError, match="unknown style"):
+        SFTAnchor(GRPORunConfig(task_config=TASK_CONFIG, sft_style="telepathy"), tokenizer, task)
+
+
+def test_sft_anchor_moves_the_policy_where_grpo_has_no_gradient(tmp_path):
+    from backtrack_gym.envs import make_task
+    from backtrack_gym.train import build_model
+
+    torch.set_num_threads(1)
+    start = tmp_path / "start"
+    tokenizer = build_tokenizer(make_task("countdown", **TASK_CONFIG))
+    build_model("tiny", tokenizer, seed=0).save_pretrained(start)
+    tokenizer.save_pretrained(start)
+    weights = {}
+    for coef in (0.0, 1.0):
+        # An untrained model solves nothing: every advantage is 0, and without a KL term GRPO's loss is flat.
+        final = run_grpo(
+            GRPORunConfig(
+                model=str(start),
+                task_config=TASK_CONFIG,
+                output_dir=str(tmp_path / f"grpo_{coef}"),
+                interaction="step",
+                reward_weights={"correct": 1.0},
+                n_prompts=4,
+                max_steps=1,
+                prompts_per_step=2,
+                num_generations=2,
+                max_completion_length=16,
+                max_env_steps=2,
+                learning_rate=1e-3,
+                lr_scheduler="constant",
+                sft_coef=coef,
+                sft_batch_size=4,
+                logging_steps=1,
+            )
+        )
+        weights[coef] = torch.cat([p.flatten() for p in build_model(str(final), tokenizer).parameters()])
+    initial = torch.cat([p.flatten() for p in build_model(str(start), tokenizer).parameters()])
+    assert torch.equal(weights[0.0], initial)
+    assert not torch.equal(weights[1.0], initial)
+    losses = tensorboard(tmp_path / "grpo_1.0" / "tensorboard").Scalars("train/sft_loss")
+    assert len(losses) == 1 and 0 < losses[0].value < 10

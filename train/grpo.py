@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,11 @@ class GRPORunConfig:
             score alike has zero advantage and gives no gradient, so up to this many times
             a step each such group is replaced by a fresh training problem and played
             again (0 turns it off). Replacements come from past the data set's problems.
+        sft_coef: weight of a supervised loss on fresh oracle traces of training problems,
+            added to every step's loss (InstructGPT's PPO-ptx). It anchors the policy to
+            the skills SFT taught while GRPO moves it (0 turns it off); logged as ``sft_loss``.
+        sft_style: trace style of those traces (as in the SFT data).
+        sft_batch_size: traces in each step's supervised batch.
         logging_steps: steps between logged metrics.
         save_steps: steps between checkpoints.
         save_total_limit: checkpoints kept.
@@ -120,6 +126,9 @@ class GRPORunConfig:
     top_entropy_quantile: float = 1.0
     entropy_coef: float = 0.0
     resample_rounds: int = 0
+    sft_coef: float = 0.0
+    sft_style: str = "direct"
+    sft_batch_size: int = 32
     logging_steps: int = 5
     save_steps: int = 50
     save_total_limit: int = 2
@@ -145,6 +154,7 @@ class GRPORunConfig:
             "max_env_steps",
             "num_iterations",
             "steps_per_generation",
+            "sft_batch_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -152,6 +162,8 @@ class GRPORunConfig:
             raise ValueError(f"resample_rounds must be non-negative, got {self.resample_rounds}")
         if self.resample_rounds and self.interaction != "step":
             raise ValueError("resample_rounds applies to the step path (interaction='step')")
+        if self.sft_coef < 0:
+            raise ValueError(f"sft_coef must be non-negative, got {self.sft_coef}")
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.top_entropy_quantile <= 1:
@@ -285,6 +297,64 @@ class StepRollout:
         ]
 
 
+class SFTAnchor:
+    """Supervised batches of fresh oracle traces of training problems, for ``sft_coef``.
+
+    Each batch is drawn from ``(seed, step, micro-step, process)``, so a resumed run sees
+    the batches the killed one would have seen.
+    """
+
+    def __init__(self, config: GRPORunConfig, tokenizer: Any, task: Any):
+        from backtrack_gym.train.data import trace_row
+
+        self.config = config
+        self.tokenizer = tokenizer
+        self.make_row = partial(trace_row, task, config.sft_style, "train", config.seed, {}, config.interaction)
+        self.make_row(0)  # fail fast (an unknown style) before training starts
+
+    def batch(self, step: int, micro_step: int, process_index: int) -> dict[str, Any]:
+        """``input_ids``, ``attention_mask`` and ``labels`` (prompt and masked spans at -100), right-padded."""
+        import numpy as np
+        import torch
+
+        from backtrack_gym.train.sft import IGNORE, tokenize_row
+
+        rng = np.random.default_rng([self.config.seed, step, micro_step, process_index])
+        rows = [self.make_row(int(index)) for index in rng.integers(0, 2**31, size=self.config.sft_batch_size)]
+        encoded = [tokenize_row(self.tokenizer, r["prompt"], r["completion"], r["mask_spans"]) for r in rows]
+        width = max(len(e["input_ids"]) for e in encoded)
+
+        def padded(key: str, fill: int) -> Any:
+            return torch.tensor([e[key] + [fill] * (width - len(e[key])) for e in encoded])
+
+        ids = padded("input_ids", self.tokenizer.pad_token_id)
+        lengths = torch.tensor([len(e["input_ids"]) for e in encoded])
+        mask = (torch.arange(width)[None, :] < lengths[:, None]).long()
+        return {"input_ids": ids, "attention_mask": mask, "labels": padded("labels", IGNORE)}
+
+
+def grpo_trainer_class(anchor: SFTAnchor | None) -> type:
+    """TRL's ``GRPOTrainer``, or with an anchor a subclass that adds its supervised loss."""
+    from trl import GRPOTrainer
+
+    if anchor is None:
+        return GRPOTrainer
+
+    class AnchoredGRPOTrainer(GRPOTrainer):
+        def compute_loss(
+            self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            accumulation = self.current_gradient_accumulation_steps
+            batch = anchor.batch(self.state.global_step, self._step % accumulation, self.accelerator.process_index)
+            sft_loss = model(**{key: value.to(loss.device) for key, value in batch.items()}).loss
+            self._metrics["train"]["sft_loss"].append(self.accelerator.gather(sft_loss.detach()).mean().item())
+            # TRL scales its loss to one accumulation window; the supervised term matches it.
+            return loss + anchor.config.sft_coef * sft_loss / accumulation
+
+    return AnchoredGRPOTrainer
+
+
 def _plain_info(info: dict[str, Any]) -> dict[str, Any]:
     keys = ("steps", "valid_steps", "malformed_steps", "illegal_steps", "backtracks", "solved", "progress")
     return {key: info[key] for key in keys}
@@ -332,7 +402,7 @@ def _samples_callback(log: CompletionLog, tensorboard: Any) -> Any:
 def run_grpo(config: GRPORunConfig) -> Path:
     """Train and save the model (with its tokenizer) to ``<output_dir>/final``; returns that path."""
     from transformers import AutoModelForCausalLM
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOConfig
 
     from backtrack_gym.envs import make_task
     from backtrack_gym.rewards import episode_reward_functions, trl_reward_functions
@@ -386,7 +456,8 @@ def run_grpo(config: GRPORunConfig) -> Path:
         gradient_checkpointing=config.gradient_checkpointing,
         **device_arguments(config.bf16),
     )
-    trainer = GRPOTrainer(
+    anchor = SFTAnchor(config, tokenizer, task) if config.sft_coef else None
+    trainer = grpo_trainer_class(anchor)(
         model=model,
         reward_funcs=funcs,
         args=args,
