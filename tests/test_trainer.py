@@ -236,7 +236,7 @@ def test_sft_runs_under_accelerate_with_two_cpu_processes(tmp_path):
 
 
 @pytest.mark.slow
-def test_step_grpo_with_dynamic_sampling_runs_under_accelerate_with_two_cpu_processes(tmp_path):
+def test_step_grpo_with_dynamic_sampling_and_anchor_runs_under_accelerate_with_two_cpu_processes(tmp_path):
     from backtrack_gym.envs import make_task
     from backtrack_gym.train import build_model
 
@@ -252,6 +252,7 @@ def test_step_grpo_with_dynamic_sampling_runs_under_accelerate_with_two_cpu_proc
         "--interaction", "step", "--reward-weights", json.dumps({"correct": 1.0}), "--resample-rounds", "1",
         "--n-prompts", "8", "--max-steps", "2", "--prompts-per-step", "2", "--num-generations", "2",
         "--max-completion-length", "16", "--max-env-steps", "2", "--logging-steps", "1", "--save-steps", "2",
+        "--sft-coef", "0.5", "--sft-batch-size", "4",
     ]  # fmt: skip
     result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -261,6 +262,7 @@ def test_step_grpo_with_dynamic_sampling_runs_under_accelerate_with_two_cpu_proc
     # The untrained model solves nothing, so each process replaces both of its groups every step.
     resampled = tensorboard(output / "tensorboard").Scalars("train/resampled_groups")
     assert [(e.step, e.value) for e in resampled] == [(1, 2.0), (2, 2.0)]
+    assert len(tensorboard(output / "tensorboard").Scalars("train/sft_loss")) == 2
 
 
 def test_sft_anchor_batches_are_masked_oracle_traces_drawn_per_step():
