@@ -235,15 +235,20 @@ def test_sft_runs_under_accelerate_with_two_cpu_processes(tmp_path):
     assert (output / "final" / "model.safetensors").is_file()
 
 
-@pytest.mark.slow
-def test_step_grpo_with_dynamic_sampling_and_anchor_runs_under_accelerate_with_two_cpu_processes(tmp_path):
+def _untrained_model(path: Path) -> tuple[Path, object]:
+    """A freshly initialised tiny model saved with its tokenizer, as a GRPO starting point."""
     from backtrack_gym.envs import make_task
     from backtrack_gym.train import build_model
 
-    start = tmp_path / "start"
     tokenizer = build_tokenizer(make_task("countdown", **TASK_CONFIG))
-    build_model("tiny", tokenizer, seed=0).save_pretrained(start)
-    tokenizer.save_pretrained(start)
+    build_model("tiny", tokenizer, seed=0).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path, tokenizer
+
+
+@pytest.mark.slow
+def test_step_grpo_with_dynamic_sampling_and_anchor_runs_under_accelerate_with_two_cpu_processes(tmp_path):
+    start, _ = _untrained_model(tmp_path / "start")
     output = tmp_path / "grpo"
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
@@ -290,14 +295,10 @@ def test_sft_anchor_batches_are_masked_oracle_traces_drawn_per_step():
 
 
 def test_sft_anchor_moves_the_policy_where_grpo_has_no_gradient(tmp_path):
-    from backtrack_gym.envs import make_task
     from backtrack_gym.train import build_model
 
     torch.set_num_threads(1)
-    start = tmp_path / "start"
-    tokenizer = build_tokenizer(make_task("countdown", **TASK_CONFIG))
-    build_model("tiny", tokenizer, seed=0).save_pretrained(start)
-    tokenizer.save_pretrained(start)
+    start, tokenizer = _untrained_model(tmp_path / "start")
     weights = {}
     for coef in (0.0, 1.0):
         # An untrained model solves nothing: every advantage is 0, and without a KL term GRPO's loss is flat.
