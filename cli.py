@@ -60,7 +60,8 @@ def run_main_job(config: RunConfig) -> None:
     from backtrack_gym.train.run import plot_path, results_table, run_main, tensorboard_dirs
 
     results = run_main(config)
-    print(f"\nheld-out solve rate after SFT and after GRPO ({config.n_eval} problems each, greedy)")
+    print(f"\nheld-out solve rate after SFT and after GRPO ({config.n_eval} problems each): greedy, then")
+    print(f"sampled (pass@1) and pass@k over {config.samples} samples a problem at temperature {config.temperature}")
     print(format_table(results_table(results)))
     print(f"wall time {results['wall_seconds'] / 60:.1f} min; results in {config.output_dir}/main.json and main.md")
     print("TensorBoard: tensorboard --logdir " + " --logdir ".join(tensorboard_dirs(config)))

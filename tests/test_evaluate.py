@@ -239,7 +239,12 @@ def test_main_job_hands_its_grpo_and_env_settings_to_each_stage():
     with pytest.raises(ValueError, match="unknown reward terms"):
         RunConfig(grpo_reward_weights={"solved": 1.0}).validate()
     assert (grpo.interaction, experiment.sft_config(config.style).interaction) == ("step", "step")
-    assert experiment.eval_config(config.style, "model", "sft_eval").max_env_steps == 3
+    evaluation = experiment.eval_config(config.style, "model", "sft_eval")
+    assert evaluation.max_env_steps == 3
+    # Both stages are scored greedily and by sampling at the main job's evaluation temperature.
+    sampled = RunConfig(samples=4, temperature=0.9).experiment().eval_config(config.style, "model", "grpo_eval")
+    assert evaluation.methods == sampled.methods == ["greedy", "sample"]
+    assert (sampled.samples, sampled.temperature) == (4, 0.9)
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/experiments/**/*.yaml")), ids=str)
@@ -260,18 +265,22 @@ def test_main_job_cli_prints_the_table_and_writes_results_and_plots(tmp_path, ca
     torch.set_num_threads(1)
     args = ["run", "--model", "tiny", "--task-config", json.dumps(TASK_CONFIG), "--output-dir", str(tmp_path)]
     args += ["--interaction", interaction, "--n-train", "64", "--grpo-steps", "2", "--num-generations", "2"]
+    args += ["--samples", "2"]
     assert main([*args, "--n-eval", "4"]) == 0
     out = capsys.readouterr().out
     assert "solve_rate" in out and "sft" in out and "grpo" in out and "main.png" in out
+    assert "sampled" in out and "pass@2" in out
     results = json.loads((tmp_path / "main.json").read_text())
     for stage in ("sft", "grpo"):
-        assert results["arms"]["direct"][stage]["summary"]["greedy"]["episodes"] == 4
+        summary = results["arms"]["direct"][stage]["summary"]
+        assert summary["greedy"]["episodes"] == 4
+        assert summary["sample"]["episodes"] == 8 and 0 <= summary["sample"]["pass@1"] <= summary["sample"]["pass@2"]
         assert (tmp_path / "direct" / stage / "final" / "model.safetensors").is_file()
         assert (tmp_path / "direct" / stage / "stage.json").is_file()
     assert (tmp_path / "main.png").is_file()
     # The SFT data and both evaluations follow the interaction.
     sft_settings = json.loads((tmp_path / "direct" / "sft" / "stage.json").read_text())["config"]
-    eval_settings = json.loads((tmp_path / "direct" / "grpo_eval-greedy" / "eval.json").read_text())["config"]
+    eval_settings = json.loads((tmp_path / "direct" / "grpo_eval-greedy-sample" / "eval.json").read_text())["config"]
     assert sft_settings["interaction"] == eval_settings["interaction"] == interaction
     # A finished run prints its table again without training.
     assert main([*args, "--n-eval", "4"]) == 0

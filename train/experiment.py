@@ -286,6 +286,12 @@ def _stage_result(report: dict[str, Any], stage: dict[str, Any]) -> dict[str, An
     return {"summary": report["summary"], "curves": report["curves"], "train_seconds": stage["train_seconds"]}
 
 
+def widest_pass_at(sample_summary: dict[str, Any]) -> str | None:
+    """The key of the largest k among a sampled summary's ``pass@k`` entries (None: there are none)."""
+    keys = [key for key in sample_summary if key.startswith("pass@")]
+    return max(keys, key=lambda key: int(key[5:]), default=None)
+
+
 def accuracy_within(points: list[dict[str, float]], flops: float) -> float | None:
     """The best solve rate a curve reaches spending at most ``flops`` per problem (None: none that cheap)."""
     affordable = [p["accuracy"] for p in points if p["flops"] <= flops * (1 + 1e-9)]
@@ -305,7 +311,7 @@ def results_markdown(results: dict[str, Any]) -> str:
             summary = result["summary"]
             greedy = summary.get("greedy", {})
             sample = summary.get("sample", {})
-            best = max((k for k in sample if k.startswith("pass@")), key=lambda k: int(k[5:]), default=None)
+            best = widest_pass_at(sample)
             rows.append(
                 f"| {name} | {_fmt(greedy.get('solve_rate'))} | {_fmt(greedy.get('mean_tokens'), 1)} "
                 f"| {_fmt(greedy.get('backtrack_rate'))} | {_fmt(sample.get('pass@1'))} "

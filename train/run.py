@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from backtrack_gym.train.common import TENSORBOARD_DIR
-from backtrack_gym.train.experiment import ExperimentConfig, run_experiment
+from backtrack_gym.train.experiment import ExperimentConfig, run_experiment, widest_pass_at
 
 # 3 numbers in 1..9 with targets 10..100 (9 held out): a 1M model learns it on a 2-core CPU in
 # minutes, and the target range is wide enough for it to carry over to the held-out targets.
@@ -48,6 +48,9 @@ class RunConfig:
         num_generations: GRPO group size.
         prompts_per_step: GRPO problems per step.
         n_eval: held-out problems in each evaluation.
+        samples: sampled episodes per held-out problem (besides the greedy one): the
+            sampled solve rate (pass@1) and pass@k for k up to it.
+        temperature: sampling temperature of the sampled evaluation.
         max_tokens: most model tokens per episode (GRPO and evaluation).
         max_env_steps: step budget of an episode (GRPO and evaluation): in step mode a
             wrong line costs a step and the model may try again until it is spent.
@@ -81,6 +84,10 @@ class RunConfig:
     num_generations: int = 8
     prompts_per_step: int = 8
     n_eval: int = 500
+    samples: int = 16
+    # GRPO's rollout temperature: the sampled solve rate is then the expected reward of the
+    # policy GRPO trained, measured on held-out targets.
+    temperature: float = 0.7
     max_tokens: int = 64
     # 3 numbers take 2 lines. No spare step: after a wrong line the observation is the same,
     # so greedy decoding never recovers (the same solve rate at 2, 3 and 4 steps), and
@@ -96,7 +103,10 @@ class RunConfig:
         # Every field but the style is an experiment field of the same name.
         shared = {item.name: getattr(self, item.name) for item in fields(self) if item.name != "style"}
         return ExperimentConfig(
-            name="main", arms={self.style: {"style": self.style, "methods": ["greedy"]}}, plot=["greedy"], **shared
+            name="main",
+            arms={self.style: {"style": self.style, "methods": ["greedy", "sample"]}},
+            plot=["greedy", "best_of_n"],
+            **shared,
         )
 
 
@@ -109,17 +119,24 @@ def run_main(config: RunConfig) -> dict[str, Any]:
 
 
 def results_table(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per stage for printing."""
+    """One row per stage for printing: the greedy episodes' solve rate and costs, then the sampled
+    solve rate (pass@1) and the widest pass@k."""
     [stages] = results["arms"].values()
     keys = ("solve_rate", "mean_tokens", "backtrack_rate", "invalid_steps")
-    return [
-        {
-            "stage": stage,
-            **{key: stages[stage]["summary"]["greedy"][key] for key in keys},
-            "train_seconds": stages[stage]["train_seconds"],
-        }
-        for stage in STAGES
-    ]
+    rows = []
+    for stage in STAGES:
+        summary = stages[stage]["summary"]
+        widest = widest_pass_at(summary["sample"])
+        rows.append(
+            {
+                "stage": stage,
+                **{key: summary["greedy"][key] for key in keys},
+                "sampled": summary["sample"]["pass@1"],
+                widest: summary["sample"][widest],
+                "train_seconds": stages[stage]["train_seconds"],
+            }
+        )
+    return rows
 
 
 def tensorboard_dirs(config: RunConfig) -> list[str]:
