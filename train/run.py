@@ -16,7 +16,8 @@ from backtrack_gym.train.common import TENSORBOARD_DIR
 from backtrack_gym.train.experiment import ExperimentConfig, run_experiment, widest_pass_at
 
 # 3 numbers in 1..9 with targets 10..100 (9 held out): a 1M model learns it on a 2-core CPU in
-# minutes, and the target range is wide enough for it to carry over to the held-out targets.
+# minutes, and the target range is wide enough for it to carry over to the held-out targets,
+# though by how much depends on the seed (SFT solves 32% to 51% of them over five seeds).
 MAIN_TASK_CONFIG = {"num_count": 3, "number_min": 1, "number_max": 9, "target_min": 10, "target_max": 100}
 STAGES = ("sft", "grpo")
 
@@ -85,7 +86,7 @@ class RunConfig:
     prompts_per_step: int = 8
     n_eval: int = 500
     samples: int = 16
-    # GRPO's rollout temperature: the sampled solve rate is then the expected reward of the
+    # The default grpo_temperature: the sampled solve rate is then the expected reward of the
     # policy GRPO trained, measured on held-out targets.
     temperature: float = 0.7
     max_tokens: int = 64
