@@ -343,6 +343,35 @@ def test_structured_actions_follow_the_masks():
         env.step(4 * 16 + 1)
 
 
+@pytest.mark.parametrize(
+    ("action", "error"),
+    [
+        (2**63, ValueError),
+        (-1, ValueError),
+        (np.int64(-1), ValueError),
+        (float("inf"), TypeError),
+        (3.7, TypeError),
+        (-0.9, TypeError),
+        (np.float64(2.0), TypeError),
+        ("5", TypeError),
+        (b"1", TypeError),
+        (True, TypeError),
+        (np.bool_(True), TypeError),
+        (None, TypeError),
+    ],
+)
+def test_structured_step_takes_integers_only(action, error):
+    env = SudokuGridEnv(size=4, backtrack=True)
+    env.reset(options={"problem": PROBLEM})
+    with pytest.raises(error, match="action"):
+        env.step(action)
+    # The refused action changed nothing: a Python int and a numpy integer still act.
+    _, _, _, _, info = env.step(int(np.flatnonzero(env.action_masks())[0]))
+    assert info["last_valid"] and info["steps"] == 1
+    _, _, _, _, info = env.step(np.int32(env.backtrack_action))
+    assert info["last_valid"] and info["backtracks"] == 1
+
+
 def test_structured_dead_end_ends_the_episode_without_backtrack():
     env = SudokuGridEnv(size=4)
     env.reset(options={"problem": PROBLEM})

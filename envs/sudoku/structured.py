@@ -32,7 +32,8 @@ class SudokuGridEnv(gym.Env[np.ndarray, np.int64]):
     backtrack. ``action_masks()`` (also ``info["action_mask"]``) marks the actions
     the rules accept now: placements in blank cells that repeat no digit in their
     row, column or box, and the backtrack when it is on and there is a placement
-    to undo.
+    to undo. An action is a Python or numpy integer: anything else (a float, a
+    bool, a string) is a ``TypeError``, an integer out of range a ``ValueError``.
 
     ## Observation Space
 
@@ -86,7 +87,10 @@ class SudokuGridEnv(gym.Env[np.ndarray, np.int64]):
     def step(self, action: int | np.integer) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self.done:
             raise ResetNeeded("call reset() before step(): the episode has ended or not begun")
-        if not self.action_space.contains(np.int64(action)):
+        # Only true integers: a float, bool, str or bytes would be truncated or parsed into some other action.
+        if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)):
+            raise TypeError(f"an action is an int or a numpy integer, got {type(action).__name__} {action!r}")
+        if not 0 <= action <= self.backtrack_action:
             raise ValueError(f"action must be in 0..{self.backtrack_action}, got {action!r}")
         _, reward, terminated, truncated, info = self.text_env.step(self.action_line(int(action)))
         info = self._with_mask(info)
