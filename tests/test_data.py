@@ -1,4 +1,6 @@
 import json
+import os
+import signal
 import subprocess
 import sys
 
@@ -68,6 +70,32 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
         atomic_write(target, crash)
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+
+
+def test_atomic_write_removes_what_a_killed_writer_left(tmp_path):
+    target = tmp_path / "out.jsonl"
+    # A writer killed with SIGKILL mid-write, which no except clause survives.
+    killed = (
+        "import os, signal, sys\n"
+        "from backtrack_gym.train.data import atomic_write\n"
+        "def write(path):\n"
+        "    path.write_text('partial')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "atomic_write(sys.argv[1], write)\n"
+    )
+    left = []
+    for _ in range(2):
+        result = subprocess.run([sys.executable, "-c", killed, str(target)], timeout=60)
+        assert result.returncode == -signal.SIGKILL
+        left.append({p.name for p in tmp_path.glob(".out.jsonl.*.tmp")})
+    # Each killed writer left one file; the second removed the first's before writing.
+    assert len(left[0]) == len(left[1]) == 1 and left[0] != left[1] and not target.exists()
+    # A temporary file of a running writer (this process) is left alone.
+    live = tmp_path / f".out.jsonl.{os.getpid()}-live.tmp"
+    live.write_text("being written")
+    atomic_write(target, lambda path: path.write_text("new\n"))
+    assert target.read_text() == "new\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.jsonl", live.name])
 
 
 def test_count_tokens_counts_backtrack_once():

@@ -10,6 +10,7 @@ processes gives the same rows in the same order.
 
 from __future__ import annotations
 
+import glob
 import json
 import multiprocessing
 import os
@@ -168,10 +169,16 @@ def dataset_features() -> Any:
 
 
 def atomic_write(path: str | os.PathLike, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file."""
+    """Call ``write(tmp_path)`` then rename onto ``path``, so readers never see a partial file.
+
+    The temporary file is ``.<name>.<pid>-<random>.tmp`` beside ``path``. A process
+    killed mid-write cannot remove its own, so each write first removes those of
+    ``path`` whose writer is no longer running (see :func:`remove_stale_temps`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -181,6 +188,34 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`atomic_write` left for ``path`` in processes that died.
+
+    A temporary file whose name carries the id of a running process is kept (that
+    process may still be writing it); one with no process id (written before ids
+    were part of the name) or a dead one is removed. Returns what was removed.
+    """
+    path = Path(path)
+    removed = []
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        writer = tmp.name[len(path.name) + 2 :].split("-", 1)[0]
+        if writer.isdigit() and _process_running(int(writer)):
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
+
+
+def _process_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # another user's running process
+    return True
 
 
 def _umask() -> int:
