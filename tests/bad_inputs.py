@@ -35,7 +35,9 @@ NAMED_BAD_INPUTS = {
     "many_lines": "1 + 1 = 2\n" * 20_000,
 }
 
-TIME_LIMIT_S = 0.05
+# Only a hang guard: the CPU seconds of this process, so other jobs sharing the cores
+# cannot fail it. How fast hostile steps are is measured by bench/hostile_input_bench.py.
+HANG_LIMIT_CPU_S = 2.0
 
 
 class CodeRan(AssertionError):
@@ -62,11 +64,11 @@ def no_code_execution():
 
 
 def assert_defined_outcome(env: gym.Env, action: str) -> dict:
-    """One step with ``action`` gives a well-typed result in bounded time; returns info."""
-    start = time.perf_counter()
+    """One step with ``action`` gives a well-typed result and does not hang; returns info."""
+    start = time.process_time()
     obs, reward, terminated, truncated, info = env.step(action)
-    elapsed = time.perf_counter() - start
-    assert elapsed < TIME_LIMIT_S, f"step took {elapsed * 1000:.1f} ms"
+    cpu_seconds = time.process_time() - start
+    assert cpu_seconds < HANG_LIMIT_CPU_S, f"step took {cpu_seconds:.2f} CPU seconds"
     assert env.observation_space.contains(obs)
     assert isinstance(reward, float)
     assert isinstance(terminated, bool) and isinstance(truncated, bool)
