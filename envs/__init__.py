@@ -15,16 +15,32 @@ TASK_ENV_IDS = {
 
 
 def make_task(name: str, **config: object) -> Task:
-    """The task called ``name`` built from its config fields (``countdown``, ...)."""
+    """The task called ``name`` built from its config fields (``countdown``, ...).
+
+    Unknown fields and values not of a field's type (``num_count=2.7``, ``verify=1``) are a
+    ``ValueError`` naming the field, as are values the task's config refuses.
+    """
+    import dataclasses
+    import typing
+
+    from backtrack_gym.config import convert
     from backtrack_gym.envs.countdown import CountDownConfig, CountDownTask
     from backtrack_gym.envs.math import MathConfig, MathTask
     from backtrack_gym.envs.sudoku import SudokuConfig, SudokuTask
 
-    factories = {
-        "countdown": lambda: CountDownTask(CountDownConfig(**config)),
-        "math": lambda: MathTask(MathConfig(**config)),
-        "sudoku": lambda: SudokuTask(SudokuConfig(**config)),
+    tasks = {
+        "countdown": (CountDownConfig, CountDownTask),
+        "math": (MathConfig, MathTask),
+        "sudoku": (SudokuConfig, SudokuTask),
     }
-    if name not in factories:
-        raise ValueError(f"unknown task {name!r}; known: {sorted(factories)}")
-    return factories[name]()
+    if name not in tasks:
+        raise ValueError(f"unknown task {name!r}; known: {sorted(tasks)}")
+    config_class, task_class = tasks[name]
+    known = {field.name for field in dataclasses.fields(config_class)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise ValueError(f"{name} has no config fields {unknown}; known: {sorted(known)}")
+    hints = typing.get_type_hints(config_class)
+    # text=False: the envs take these values as they are, so a string is no number here either.
+    fields = {key: convert(value, hints[key], key, text=False) for key, value in config.items()}
+    return task_class(config_class(**fields))

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from backtrack_gym.config import add_config_arguments, config_from_args, field_docs
+from backtrack_gym.config import add_config_arguments, config_from_args, convert, field_docs
 
 
 @dataclass
@@ -78,3 +78,84 @@ def test_main_yaml_holds_the_defaults_of_make_run():
     add_config_arguments(parser, RunConfig)
     path = Path(__file__).parents[1] / "configs" / "main.yaml"
     assert config_from_args(RunConfig, parser.parse_args(["--config", str(path)])) == RunConfig()
+
+
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("steps: 2.7", "steps: cannot read 2.7 as int"),
+        ("steps: true", "steps: cannot read True as int"),
+        ("steps: null", "steps: cannot read None as int"),
+        ("rate: .nan", "rate: must be a finite number"),
+        ("rate: false", "rate: cannot read False as float"),
+        ("flags: [1]", "flags: cannot read 1 as bool"),
+        ("name: [a]", "name: cannot read \\['a'\\] as str"),
+    ],
+)
+def test_yaml_values_of_another_type_are_refused(tmp_path, yaml_text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml_text + "\n")
+    with pytest.raises(ValueError, match=message):
+        parse(["--config", str(path)])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--steps", "2.7"], "steps: cannot read '2.7' as int"),
+        (["--steps", "none"], "steps: cannot read 'none' as int"),
+        (["--rate", "nan"], "rate: must be a finite number"),
+        (["--rate", "inf"], "rate: must be a finite number"),
+        (["--rate=-inf"], "rate: must be a finite number"),
+    ],
+)
+def test_flag_text_of_another_type_is_refused(argv, message):
+    with pytest.raises(ValueError, match=message):
+        parse(argv)
+
+
+def test_flag_text_is_read_as_the_field_type():
+    config = parse(["--steps", " 3 ", "--rate", "1e-3", "--limit", "null", "--tags", ""])
+    assert (config.steps, config.rate, config.limit, config.tags) == (3, 0.001, None, ())
+    assert type(config.steps) is int and type(config.rate) is float
+
+
+def test_convert_without_text_takes_no_strings_for_numbers():
+    assert convert(3, int, "n", text=False) == 3
+    assert convert(3, float, "x", text=False) == 3.0
+    with pytest.raises(ValueError, match="n: cannot read '3' as int"):
+        convert("3", int, "n", text=False)
+    assert convert({"correct": 1}, dict[str, float], "weights") == {"correct": 1.0}
+    with pytest.raises(ValueError, match="weights.correct: cannot read True as float"):
+        convert({"correct": True}, dict[str, float], "weights")
+
+
+@pytest.mark.parametrize(
+    "task_config, message",
+    [
+        ({"num_count": 0}, "num_count must be in 2..8"),
+        ({"target_min": 50, "target_max": 10}, "target_min 50 exceeds target_max 10"),
+        ({"bogus": 1}, "countdown has no config fields \\['bogus'\\]"),
+        ({"num_count": 2.7}, "num_count: cannot read 2.7 as int"),
+        ({"verify": 1}, "verify: cannot read 1 as bool"),
+        # the envs take task config values as they are, so a number written as a string is refused
+        ({"num_count": "3"}, "num_count: cannot read '3' as int"),
+    ],
+)
+def test_make_task_refuses_bad_task_config(task_config, message):
+    from backtrack_gym.envs import make_task
+
+    with pytest.raises(ValueError, match=message):
+        make_task("countdown", **task_config)
+
+
+def test_make_task_takes_every_default_of_each_task_config():
+    import dataclasses
+
+    from backtrack_gym.envs import make_task
+    from backtrack_gym.envs.countdown import CountDownConfig
+    from backtrack_gym.envs.math import MathConfig
+    from backtrack_gym.envs.sudoku import SudokuConfig
+
+    for name, config_class in (("countdown", CountDownConfig), ("math", MathConfig), ("sudoku", SudokuConfig)):
+        assert make_task(name, **dataclasses.asdict(config_class())).config == config_class()
