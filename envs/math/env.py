@@ -15,6 +15,7 @@ from backtrack_gym.envs.math import grammar
 from backtrack_gym.envs.math.answers import answers_match, parse_number
 from backtrack_gym.envs.math.generator import MathConfig, MathProblem, generate
 from backtrack_gym.envs.math.grammar import Calc, FinalAnswer, MathState, Step
+from backtrack_gym.envs.math.latex_verify import LatexBudget
 from backtrack_gym.envs.math.templates import LINE_LIMITS, num
 
 _QUESTION_NUMBER = re.compile(r"\d+(?:,\d{3})*(?:\.\d+)?")
@@ -77,7 +78,8 @@ class MathTask(Task[MathProblem, MathState, Step]):
         return problem
 
     def initial_state(self, problem: MathProblem) -> MathState:
-        return MathState()
+        # One math-verify budget for the whole episode: its states (so its answers) share it.
+        return MathState(latex_budget=LatexBudget(self.config.latex_timeout))
 
     def apply(self, problem: MathProblem, state: MathState, step: Step) -> MathState | Invalid:
         return grammar.apply(state, step)
@@ -92,6 +94,7 @@ class MathTask(Task[MathProblem, MathState, Step]):
             math_verify=config.math_verify,
             timeout=config.latex_timeout,
             max_chars=config.latex_max_chars,
+            budget=state.latex_budget,
         )
 
     def legal_steps(self, problem: MathProblem, state: MathState) -> list[Step]:
@@ -136,7 +139,7 @@ class MathTask(Task[MathProblem, MathState, Step]):
         return {"lines": list(state.lines), "answer": state.answer}
 
     def state_from_info(self, data: Mapping[str, Any]) -> MathState:
-        return MathState(tuple(data["lines"]), data["answer"])
+        return MathState(tuple(data["lines"]), data["answer"], LatexBudget(self.config.latex_timeout))
 
 
 class MathEnv(TextEnv):
@@ -151,9 +154,12 @@ class MathEnv(TextEnv):
     Each calculation line ``expression = value`` is checked exactly; free-text
     lines are allowed and unchecked; the final line is ``Answer: X``. The problem
     is solved when ``X`` equals the answer: numbers are compared exactly after
-    normalisation (``1,250``, ``$4.50``, ``3/4``, ``\\frac{3}{4}``, ``12 apples``,
-    ``\\boxed{18}``); non-numeric LaTeX answers with math-verify in a child process
-    (never in this process; without math-verify only by cleaned-up string).
+    normalisation (``1,250``, ``$4.50``, ``3/4``, ``\\frac{3}{4}``, ``1e6``,
+    ``12 apples``, ``\\boxed{18}``; but ``12 million`` is no ``12``, see
+    :func:`~backtrack_gym.envs.math.answers.answers_match`); non-numeric LaTeX
+    answers with math-verify in a child process (never in this process; without
+    math-verify only by cleaned-up string), all the answers of an episode within
+    ``latex_timeout`` seconds together.
 
     ## Action Space
 

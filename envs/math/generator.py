@@ -79,7 +79,7 @@ class MathConfig:
         max_question_chars: longest question accepted (pinned or loaded problems).
         math_verify: compare non-numeric (LaTeX) answers with math-verify in a
             child process; numeric answers are always compared exactly in-process.
-        latex_timeout: seconds one math-verify comparison may take.
+        latex_timeout: seconds of math-verify one episode may use, all its answers together.
         latex_max_chars: longest answer sent to math-verify (longer is "incorrect").
     """
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import re
 import string
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from backtrack_gym.envs.core import Invalid
 from backtrack_gym.envs.expr import ExprError, Node, Value, parse
 from backtrack_gym.envs.math.answers import MAX_ANSWER_CHARS, format_number
+from backtrack_gym.envs.math.latex_verify import LatexBudget
 from backtrack_gym.envs.math.templates import LINE_LIMITS
 
 CHARSET = string.ascii_letters + string.digits + string.punctuation + " \n"
@@ -63,10 +64,17 @@ Step = Calc | FinalAnswer
 
 @dataclass(frozen=True)
 class MathState:
-    """The checked lines applied so far and the answer (None until given)."""
+    """The checked lines applied so far and the answer (None until given).
+
+    ``latex_budget`` is the math-verify time of the episode, shared by every state
+    that follows from its initial state (so by all its answers); None when the state
+    was built on its own, and then each comparison has only its own timeout. It is
+    not part of the state's value.
+    """
 
     lines: tuple[str, ...] = ()
     answer: str | None = None
+    latex_budget: LatexBudget | None = field(default=None, compare=False, repr=False)
 
 
 def _is_number(node: Node) -> bool:
@@ -117,11 +125,11 @@ def apply(state: MathState, step: Step) -> MathState | Invalid:
     if state.answer is not None:
         return Invalid("illegal", "the answer is already given; backtrack to withdraw it first")
     if isinstance(step, FinalAnswer):
-        return MathState(state.lines, step.text)
+        return replace(state, answer=step.text)
     if step.value != step.written:
         expected, written = format_number(step.value), format_number(step.written)
         return Invalid("illegal", f"{step.expression} is {expected}, not {written}")
-    return MathState((*state.lines, step.text), None)
+    return replace(state, lines=(*state.lines, step.text))
 
 
 def sanitize(text: str) -> str:

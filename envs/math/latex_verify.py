@@ -6,10 +6,18 @@ extractor, evaluate Python. So it never runs in the env's process: one worker
 subprocess per process (started on first use, reused, restarted after a kill)
 runs only its LaTeX extractor. Each comparison has a hard wall-clock ``timeout``
 (the worker is killed when it passes, and a new one starts at once in the
-background) and an input-size cap; both count as "not equal". Starting a worker
-(about a second: sympy's import) is not part of a call's ``timeout``; it has its
-own ``start_timeout``. Without math-verify installed, :func:`verify_latex` answers False and the
-exact normaliser in :mod:`backtrack_gym.envs.math.answers` is all there is.
+background) and an input-size cap; both count as "not equal".
+
+An episode may write many answers (each ``Answer:`` line, withdrawn by a
+backtrack, is checked again), so its comparisons can share one
+:class:`LatexBudget`: every second a comparison takes, including the wait for a
+worker restarted after a kill or a crash, is charged to it, each comparison may
+take at most what is left, and once it is spent the episode's further
+comparisons answer "not equal" at once. Only the first start of a process's
+worker (about a second: sympy's import) is charged to no one; it has its own
+``start_timeout``. Without math-verify installed, :func:`verify_latex` answers
+False and the exact normaliser in :mod:`backtrack_gym.envs.math.answers` is all
+there is.
 
 POSIX only (the reply is awaited with ``select`` on the worker's pipe).
 """
@@ -25,7 +33,7 @@ import subprocess
 import sys
 import threading
 import time
-from functools import lru_cache
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +45,31 @@ def math_verify_installed() -> bool:
     return importlib.util.find_spec("math_verify") is not None
 
 
+class LatexBudget:
+    """The seconds of math-verify one episode may spend, shared by all its comparisons.
+
+    Args:
+        seconds: the whole budget; must be positive.
+    """
+
+    def __init__(self, seconds: float):
+        if not seconds > 0:
+            raise ValueError(f"a LaTeX budget is a positive number of seconds, got {seconds!r}")
+        self.seconds = float(seconds)
+        self.spent = 0.0
+
+    @property
+    def left(self) -> float:
+        """Seconds still to spend (0 once the budget is spent)."""
+        return max(0.0, self.seconds - self.spent)
+
+    def charge(self, seconds: float) -> None:
+        """Count ``seconds`` as spent."""
+        self.spent += max(0.0, seconds)
+
+
 class LatexVerifier:
-    """A math-verify worker process with hard per-call timeouts.
+    """A math-verify worker process with hard per-call timeouts and optional shared budgets.
 
     Args:
         start_timeout: seconds allowed for the worker to start (importing sympy
@@ -50,6 +81,9 @@ class LatexVerifier:
         self.start_timeout = start_timeout
         self._proc: subprocess.Popen | None = None
         self._ready = False
+        self._start_deadline = 0.0
+        # Whether the worker now starting replaces one that was killed or died: that wait is charged.
+        self._charged_start = False
         self._owner = os.getpid()
         self._buffer = b""
         self._unusable: str | None = None if math_verify_installed() else "math-verify is not installed"
@@ -60,54 +94,97 @@ class LatexVerifier:
         """Why math-verify cannot be used here, or None."""
         return self._unusable
 
-    def verify(self, gold: str, pred: str, *, timeout: float = 5.0, max_chars: int = 1000) -> bool:
-        """Whether math-verify finds ``pred`` equal to ``gold`` within ``timeout`` seconds.
+    def verify(
+        self, gold: str, pred: str, *, timeout: float = 5.0, max_chars: int = 1000, budget: LatexBudget | None = None
+    ) -> bool:
+        """Whether math-verify finds ``pred`` equal to ``gold`` within ``timeout`` seconds
+        and what is left of ``budget``.
 
         Inputs longer than ``max_chars`` are not sent and count as not equal.
         """
+        return self.compare(gold, pred, timeout=timeout, max_chars=max_chars, budget=budget) is True
+
+    def compare(
+        self, gold: str, pred: str, *, timeout: float = 5.0, max_chars: int = 1000, budget: LatexBudget | None = None
+    ) -> bool | None:
+        """Like :meth:`verify`, but None when ``budget`` ran out before math-verify decided.
+
+        The call takes at most ``min(timeout, budget.left)`` seconds (plus, only for the
+        first worker of this process, its start), all of it charged to ``budget``. False
+        is a decision: not equal, or not shown equal within the whole ``timeout``.
+        """
         if max(len(gold), len(pred)) > max_chars or self._unusable:
             return False
+        limit = timeout if budget is None else min(timeout, budget.left)
+        if limit <= 0:
+            return None
         with self._lock:
-            proc = self._worker()
-            if proc is None:
-                return False
-            # The worker's own (signal-based) limits usually end slow cases first and
-            # keep it warm; the kill at ``timeout`` is the guarantee.
-            inner = max(1, int(timeout / 3))
-            request = json.dumps({"gold": gold, "pred": pred, "timeout": inner}) + "\n"
+            began = time.monotonic()
             try:
-                proc.stdin.write(request.encode())
-                proc.stdin.flush()
-                reply = self._read(proc, time.monotonic() + timeout)
-            except (OSError, TimeoutError, ValueError):
-                self._stop()
-                self._spawn()  # warm up the replacement while the caller moves on
-                return False
-        return reply.get("equal") is True
+                proc = self._worker()
+                if proc is None:
+                    return False
+                full_time = limit >= timeout
+                if not self._ready:
+                    charged = self._charged_start
+                    wait_until = min(self._start_deadline, began + limit) if charged else self._start_deadline
+                    started = self._await_start(proc, wait_until)
+                    if started is not True:
+                        return started
+                    if charged:
+                        full_time = False
+                    else:
+                        began = time.monotonic()  # the first start is charged to no one
+                # The worker's own (signal-based) limits usually end slow cases first and
+                # keep it warm; the kill at the deadline is the guarantee.
+                inner = max(1, int(limit / 3))
+                request = json.dumps({"gold": gold, "pred": pred, "timeout": inner}) + "\n"
+                try:
+                    proc.stdin.write(request.encode())
+                    proc.stdin.flush()
+                    reply = self._read(proc, began + limit)
+                except (OSError, TimeoutError, ValueError):
+                    self._stop()
+                    self._spawn(charged=True)  # warm up the replacement while the caller moves on
+                    return False if full_time else None
+                return reply.get("equal") is True
+            finally:
+                if budget is not None:
+                    budget.charge(time.monotonic() - began)
 
     def _worker(self) -> subprocess.Popen | None:
+        """The worker process, started if there is none (it may not be ready yet)."""
         if self._owner != os.getpid():
             # A forked child must not share its parent's pipes: start its own worker.
             self._proc, self._ready, self._owner, self._buffer = None, False, os.getpid(), b""
+            self._charged_start = False
         if self._proc is None or self._proc.poll() is not None:
+            died = self._proc is not None
             self._stop()
-            self._spawn()
-        if self._proc is None:
-            return None
-        if not self._ready:
-            try:
-                ready = self._read(self._proc, time.monotonic() + self.start_timeout)
-            except (OSError, TimeoutError, ValueError) as err:
-                ready = {"ready": False, "error": f"the math-verify worker did not start: {err!r}"}
-            if not ready.get("ready"):
-                self._unusable = str(ready.get("error", "the math-verify worker did not start"))
-                self._stop()
-                return None
-            self._ready = True
+            self._spawn(charged=died)
         return self._proc
 
-    def _spawn(self) -> None:
-        self._ready = False
+    def _await_start(self, proc: subprocess.Popen, wait_until: float) -> bool | None:
+        """True once the worker is ready; None when ``wait_until`` (a budget's end) comes
+        first and it is still starting; False when it cannot start (math-verify is then unusable)."""
+        try:
+            ready = self._read(proc, wait_until)
+        except TimeoutError as err:
+            if time.monotonic() < self._start_deadline:
+                return None  # the worker goes on starting for the next call
+            ready = {"ready": False, "error": f"the math-verify worker did not start: {err!r}"}
+        except (OSError, ValueError) as err:
+            ready = {"ready": False, "error": f"the math-verify worker did not start: {err!r}"}
+        if not ready.get("ready"):
+            self._unusable = str(ready.get("error", "the math-verify worker did not start"))
+            self._stop()
+            return False
+        self._ready, self._charged_start = True, False
+        return True
+
+    def _spawn(self, *, charged: bool) -> None:
+        self._ready, self._charged_start = False, charged
+        self._start_deadline = time.monotonic() + self.start_timeout
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, "-u", str(WORKER)],
@@ -151,12 +228,33 @@ class LatexVerifier:
 
 _VERIFIER = LatexVerifier()
 atexit.register(_VERIFIER.close)
+CACHE_SIZE = 4096
+_CACHE: OrderedDict[tuple[str, str, float, int], bool] = OrderedDict()
+_CACHE_LOCK = threading.Lock()
 
 
-@lru_cache(maxsize=4096)
-def verify_latex(gold: str, pred: str, *, timeout: float = 5.0, max_chars: int = 1000) -> bool:
-    """Compare two LaTeX answers with the process-wide worker (results are cached)."""
-    return _VERIFIER.verify(gold, pred, timeout=timeout, max_chars=max_chars)
+def verify_latex(
+    gold: str, pred: str, *, timeout: float = 5.0, max_chars: int = 1000, budget: LatexBudget | None = None
+) -> bool:
+    """Compare two LaTeX answers with the process-wide worker, within ``timeout`` seconds
+    and what is left of ``budget``.
+
+    Decisions are cached, and a cached one costs no budget; an answer cut short by the
+    budget is not cached (more time might have shown it equal).
+    """
+    key = (gold, pred, timeout, max_chars)
+    with _CACHE_LOCK:
+        if key in _CACHE:
+            _CACHE.move_to_end(key)
+            return _CACHE[key]
+    equal = _VERIFIER.compare(gold, pred, timeout=timeout, max_chars=max_chars, budget=budget)
+    if equal is None:
+        return False
+    with _CACHE_LOCK:
+        _CACHE[key] = equal
+        if len(_CACHE) > CACHE_SIZE:
+            _CACHE.popitem(last=False)
+    return equal
 
 
 def verifier() -> LatexVerifier:
