@@ -13,10 +13,17 @@ tiny      32       2       4      2         64     ~0.02M (tests)
 38M       640      10      10     2         1536   ~39.4M
 144M      1024     12      16     4         3072   ~144.8M
 ========  =======  ======  =====  ========  =====  ==========
+
+A model that is not a preset is a local directory or a hub id: :func:`check_model_source`
+refuses a name that is neither before anything is loaded (a mistyped path never reaches
+the hub), and a hub id the hub cannot provide is a :class:`ModelNotFoundError`.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,6 +38,61 @@ PRESETS: dict[str, tuple[int, int, int, int, int]] = {
     "38M": (640, 10, 10, 2, 1536),
     "144M": (1024, 12, 16, 4, 3072),
 }
+
+
+class ModelNotFoundError(ValueError):
+    """A model name that is no preset, no saved model directory and no model the hub provides."""
+
+
+def is_hub_id(name: str) -> bool:
+    """Whether ``name`` has the form of a hub repo id (``name`` or ``org/name``)."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def check_model_source(model: str, *, presets: bool = False) -> None:
+    """Raise :class:`ModelNotFoundError` unless ``model`` can be loaded: a saved model directory,
+    a hub id, or (with ``presets``) a preset name. Only the local file system is looked at."""
+    if presets and model in PRESETS:
+        return
+    kinds = f"a preset ({', '.join(PRESETS)}), " if presets else ""
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(f"model: {model} holds no saved model (no config.json)")
+        return
+    if not is_hub_id(model):
+        raise ModelNotFoundError(f"model: no such directory {model!r}; it takes {kinds}a model directory or a hub id")
+
+
+@contextlib.contextmanager
+def hub_errors(model: str) -> Iterator[None]:
+    """Turn a failed ``from_pretrained`` of ``model`` into one clear :class:`ModelNotFoundError`."""
+    try:
+        yield
+    except OSError as err:
+        reason = (str(err).strip() or type(err).__name__).splitlines()[0]
+        if Path(model).expanduser().exists():
+            raise ModelNotFoundError(f"model: cannot load {model} ({reason})") from None
+        message = f"model: {model!r} is no local directory and the hub could not provide it ({reason})"
+        raise ModelNotFoundError(message) from None
+
+
+def load_pretrained(model: str, **kwargs: Any) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """The tokenizer and causal LM saved at ``model`` (a directory or a hub id); ``kwargs`` go to
+    ``AutoModelForCausalLM.from_pretrained``."""
+    from transformers import AutoModelForCausalLM
+
+    from backtrack_gym.train.tokenizer import load_tokenizer
+
+    check_model_source(model)
+    with hub_errors(model):
+        return load_tokenizer(model), AutoModelForCausalLM.from_pretrained(model, **kwargs)
 
 
 def model_config(
@@ -100,7 +162,9 @@ def build_model(
         if seed is not None:
             torch.manual_seed(seed)
         return AutoModelForCausalLM.from_config(config)
-    model = AutoModelForCausalLM.from_pretrained(size_or_path, **kwargs)
+    check_model_source(size_or_path, presets=True)
+    with hub_errors(size_or_path):
+        model = AutoModelForCausalLM.from_pretrained(size_or_path, **kwargs)
     add_special_tokens_to(tokenizer, model)
     return model
 

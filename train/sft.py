@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backtrack_gym.config import check_at_least, check_fraction, check_positive, check_style, check_task
 from backtrack_gym.envs.core import check_interaction
 from backtrack_gym.train.common import (
     checkpoint_step,
@@ -20,6 +21,7 @@ from backtrack_gym.train.common import (
     save_final,
     tensorboard_callback,
 )
+from backtrack_gym.train.models import check_model_source
 
 IGNORE = -100
 
@@ -88,14 +90,15 @@ class SFTRunConfig:
     gradient_checkpointing: bool = False
 
     def validate(self) -> SFTRunConfig:
-        for name in ("n_train", "batch_size", "max_length", "logging_steps", "save_steps", "workers", "lora_rank"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.max_steps < 0 or self.epochs <= 0:
-            raise ValueError("max_steps must be >= 0 and epochs > 0")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        check_at_least(self, 1, "n_train", "batch_size", "max_length", "logging_steps", "save_steps")
+        check_at_least(self, 1, "save_total_limit", "workers", "lora_rank")
+        check_at_least(self, 0, "seed", "max_steps")
+        check_positive(self, "epochs", "learning_rate")
+        check_fraction(self, "warmup_ratio")
+        check_at_least(self, 0, "weight_decay")
         check_interaction(self.interaction)
+        check_style("style", self.style, check_task(self.task, self.task_config))
+        check_model_source(self.model, presets=True)
         return self
 
 
@@ -131,10 +134,15 @@ def load_tokenizer_and_model(model: str, task: Any, seed: int) -> tuple[Any, Any
     """The task's character tokenizer and a fresh preset, or a pretrained model with its tokenizer."""
     from transformers import AutoTokenizer
 
-    from backtrack_gym.train.models import PRESETS, build_model
+    from backtrack_gym.train.models import PRESETS, build_model, hub_errors
     from backtrack_gym.train.tokenizer import build_tokenizer
 
-    tokenizer = build_tokenizer(task) if model in PRESETS else AutoTokenizer.from_pretrained(model)
+    if model in PRESETS:
+        tokenizer = build_tokenizer(task)
+    else:
+        check_model_source(model)
+        with hub_errors(model):
+            tokenizer = AutoTokenizer.from_pretrained(model)
     return tokenizer, build_model(model, tokenizer, seed=seed)
 
 
