@@ -24,6 +24,7 @@ def math_answer_reward(
     The final answer is the last ``\\boxed{}``, else the text after the last
     ``####``, else after the last ``Answer:``; a completion with none scores 0. The
     ``answer_column`` may hold the bare answer or a GSM8K answer ending in ``#### N``.
+    Only that answer is compared, so ``timeout`` bounds a completion's math-verify time.
     """
 
     def math_answer(
