@@ -146,8 +146,8 @@ def parse_number(text: str) -> Fraction | None:
         value = _magnitude(match)
     else:
         return None
-    words = {word for group in _TEXT_GROUP.findall(original) for word in group.split()}
-    scale = _unit_scale(match["unit"], glued=not match["space"], words=words)
+    text_words = {word for group in _TEXT_GROUP.findall(original) for word in group.split()}
+    scale = _unit_scale(match["unit"], glued=not match["space"], text_words=text_words)
     if value is None or scale is None:
         return None
     value *= scale
@@ -187,10 +187,10 @@ def _exact_sqrt(radicand: str) -> Fraction | None:
     return Fraction(num, den)
 
 
-def _unit_scale(unit: str, *, glued: bool, words: set[str]) -> Fraction | None:
+def _unit_scale(unit: str, *, glued: bool, text_words: set[str]) -> Fraction | None:
     """What the text after a number multiplies it by (1 for units), or None when it is no
-    units (see :func:`parse_number`); ``glued`` when it touches the number, and ``words``
-    were written in ``\\text{}``."""
+    units (see :func:`parse_number`); ``glued`` when it touches the number, and
+    ``text_words`` were written in ``\\text{}``."""
     units = unit.split()
     scale = Fraction(1)
     if units and units[0].lower() in _SCALES and not glued:
@@ -208,7 +208,7 @@ def _unit_scale(unit: str, *, glued: bool, words: set[str]) -> Fraction | None:
         if position == 0 and glued and base not in _GLUED_UNITS and word != "%":
             return None
         # A lone letter is a variable or a scale, unless written as text; 'a' is the article of '$12 a week'.
-        if len(base) == 1 and word not in words and not (base == "a" and position < len(units) - 1):
+        if len(base) == 1 and word not in text_words and not (base == "a" and position < len(units) - 1):
             return None
     return scale
 
