@@ -1,11 +1,15 @@
-"""The ``backtrack-gym`` command line: one subcommand per dataclass config."""
+"""The ``backtrack-gym`` command line: one subcommand per dataclass config.
+
+A config that does not validate, or a model that cannot be found, is a one-line usage
+error (exit status 2) before any work starts.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import backtrack_gym
 from backtrack_gym.agents.play import PlayConfig, format_table, play_table
@@ -14,6 +18,7 @@ from backtrack_gym.train.data import DataConfig, build_and_export
 from backtrack_gym.train.evaluate import EvalConfig
 from backtrack_gym.train.experiment import ExperimentConfig
 from backtrack_gym.train.grpo import GRPORunConfig
+from backtrack_gym.train.models import ModelNotFoundError
 from backtrack_gym.train.run import RunConfig
 from backtrack_gym.train.sft import SFTRunConfig
 from backtrack_gym.train.verifiable import VerifiableConfig
@@ -45,8 +50,9 @@ def run_grpo_command(config: GRPORunConfig) -> None:
 def run_eval(config: EvalConfig) -> None:
     from backtrack_gym.train.evaluate import curve_table, evaluate
 
-    report = evaluate(config)
-    print(f"{config.model} on {config.n} {config.split} problems")
+    report = evaluate(config, progress=True)
+    settings = ", ".join(f"{name} {value}" for name, value in report["settings"].items())
+    print(f"{config.model} on {config.n} {config.split} problems ({settings})")
     for method, summary in report["summary"].items():
         print(f"\n{method}")
         print(format_table([summary]))
@@ -59,7 +65,7 @@ def run_eval(config: EvalConfig) -> None:
 def run_main_job(config: RunConfig) -> None:
     from backtrack_gym.train.run import plot_path, results_table, run_main, tensorboard_dirs
 
-    results = run_main(config)
+    results = run_main(config, progress=True)
     print(f"\nheld-out solve rate after SFT and after GRPO ({config.n_eval} problems each): greedy, then")
     print(f"sampled (pass@1) and pass@k over {config.samples} samples a problem at temperature {config.temperature}")
     print(format_table(results_table(results)))
@@ -71,7 +77,7 @@ def run_main_job(config: RunConfig) -> None:
 def run_experiment_command(config: ExperimentConfig) -> None:
     from backtrack_gym.train.experiment import results_markdown, run_experiment
 
-    results = run_experiment(config)
+    results = run_experiment(config, progress=True)
     print(results_markdown(results))
     stem = f"{config.output_dir}/{config.name}"
     print(f"results in {stem}.json, {stem}.md; plot {stem}.png; per-stage TensorBoard under {config.output_dir}/")
@@ -100,17 +106,29 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="backtrack-gym", description=backtrack_gym.__doc__)
     parser.add_argument("--version", action="version", version=backtrack_gym.__version__)
     commands = parser.add_subparsers(dest="command", required=True)
+    subparsers = {}
     for name, (config_class, _) in COMMANDS.items():
         summary = config_class.__doc__.split("\n\n")[0]
-        add_config_arguments(commands.add_parser(name, help=summary, description=summary), config_class)
+        subparsers[name] = commands.add_parser(name, help=summary, description=summary)
+        add_config_arguments(subparsers[name], config_class)
     args = parser.parse_args(argv)
     config_class, run = COMMANDS[args.command]
+    subparser = subparsers[args.command]
     try:
         config = config_from_args(config_class, args)
     except ValueError as err:
-        parser.error(str(err))
-    run(config)
+        usage_error(subparser, err)
+    try:
+        run(config)
+    except ModelNotFoundError as err:  # found when loading the model, before any work
+        usage_error(subparser, err)
     return 0
+
+
+def usage_error(parser: argparse.ArgumentParser, err: Exception) -> NoReturn:
+    """Exit with status 2 and the one line ``<prog>: error: <message>`` on stderr."""
+    message = " ".join(str(err).split())
+    parser.exit(2, f"{parser.prog}: error: {message} (see {parser.prog} --help)\n")
 
 
 if __name__ == "__main__":

@@ -191,9 +191,10 @@ def _values(config: Any, name: str) -> list[Any]:
 
 def check_at_least(config: Any, minimum: int, *names: str) -> None:
     """Each field of ``names`` is at least ``minimum``."""
+    bound = "non-negative" if minimum == 0 else f"at least {minimum}"
     for name in names:
         if any(value < minimum for value in _values(config, name)):
-            raise ValueError(f"{name} must be at least {minimum}, got {getattr(config, name)!r}")
+            raise ValueError(f"{name} must be {bound}, got {getattr(config, name)!r}")
 
 
 def check_positive(config: Any, *names: str) -> None:

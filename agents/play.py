@@ -9,6 +9,9 @@ from typing import Any
 import gymnasium as gym
 
 from backtrack_gym.agents.base import Agent, OracleAgent, RandomAgent
+from backtrack_gym.envs import TASK_ENV_IDS
+
+NAMESPACE = "backtrack_gym/"
 
 
 @dataclass
@@ -56,14 +59,16 @@ class PlayConfig:
     """Play episodes with the oracle and the random agent and tabulate the results.
 
     Attributes:
-        env_id: registered env to play.
+        env_id: text env to play (``backtrack_gym/CountDown-v0``, ``backtrack_gym/Sudoku-v0``,
+            ``backtrack_gym/Math-v0``; the ``backtrack_gym/`` prefix may be left out).
         episodes: episodes per table row.
         seed: episode ``k`` of a row starts with ``reset(seed=seed + k)``.
         split: ``train`` or ``test`` (held-out) problems.
         agents: agents to compare (``oracle``, ``random``).
         interactions: interaction modes to compare (``step``, ``completion``).
         backtrack: backtracking settings to compare.
-        max_steps: step budget of an episode.
+        max_steps: step budget of an episode; unset: the env's own (16 steps for CountDown,
+            4 a cell for Sudoku, 64 for Math).
     """
 
     env_id: str = "backtrack_gym/CountDown-v0"
@@ -73,15 +78,30 @@ class PlayConfig:
     agents: tuple[str, ...] = ("oracle", "random")
     interactions: tuple[str, ...] = ("step", "completion")
     backtrack: tuple[bool, ...] = (False, True)
-    max_steps: int = 16
+    max_steps: int | None = None
 
     def validate(self) -> PlayConfig:
-        if self.episodes < 1:
-            raise ValueError(f"episodes must be at least 1, got {self.episodes}")
-        unknown = sorted(set(self.agents) - set(AGENTS))
-        if unknown:
-            raise ValueError(f"unknown agents {unknown}; known: {sorted(AGENTS)}")
+        from backtrack_gym.config import check_at_least, check_choice
+        from backtrack_gym.envs.core import INTERACTIONS, SPLITS
+
+        full_env_id(self.env_id)
+        check_at_least(self, 1, "episodes", "max_steps")
+        check_at_least(self, 0, "seed")
+        check_choice("split", self.split, SPLITS)
+        for name, choices in (("agents", AGENTS), ("interactions", INTERACTIONS), ("backtrack", (False, True))):
+            if not getattr(self, name):
+                raise ValueError(f"{name} must name at least one of {sorted(choices)}")
+            check_choice(name, getattr(self, name), choices)
         return self
+
+
+def full_env_id(env_id: str) -> str:
+    """The registered id of a text env, given with or without its namespace (``Sudoku-v0``)."""
+    known = TASK_ENV_IDS.values()
+    full = env_id if env_id.startswith(NAMESPACE) else NAMESPACE + env_id
+    if full not in known:
+        raise ValueError(f"env_id must be one of {sorted(known)} ({NAMESPACE} may be left out), got {env_id!r}")
+    return full
 
 
 AGENTS = {"oracle": OracleAgent, "random": RandomAgent}
@@ -92,12 +112,9 @@ def play_table(config: PlayConfig) -> list[dict[str, Any]]:
     rows = []
     for interaction in config.interactions:
         for backtrack in config.backtrack:
+            budget = {} if config.max_steps is None else {"max_steps": config.max_steps}
             env = gym.make(
-                config.env_id,
-                interaction=interaction,
-                backtrack=backtrack,
-                split=config.split,
-                max_steps=config.max_steps,
+                full_env_id(config.env_id), interaction=interaction, backtrack=backtrack, split=config.split, **budget
             )
             for name in config.agents:
                 agent = AGENTS[name].for_env(env, **({"seed": config.seed} if name == "random" else {}))

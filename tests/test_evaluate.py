@@ -95,7 +95,7 @@ def _fake_episode(tokenizer, text: str, solved: bool):
 def test_sequential_budget_cuts_an_episode_at_complete_lines(tiny_model_dir):
     task = make_task("countdown", **TASK_CONFIG)
     problem = task.problem_from_dict({"numbers": [3, 4, 1], "target": 13})
-    config = EvalConfig(model=str(tiny_model_dir), task_config=TASK_CONFIG, n=1)
+    config = EvalConfig(model=str(tiny_model_dir), task_config=TASK_CONFIG, n=1).as_trained()
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
@@ -157,8 +157,75 @@ def test_eval_config_rejects_unknown_methods():
 def test_cli_eval_prints_summaries_and_curves(tiny_model_dir, capsys):
     args = ["eval", "--model", str(tiny_model_dir), "--task-config", json.dumps(TASK_CONFIG), "--n", "2"]
     assert main([*args, "--methods", "greedy,sample", "--samples", "2", "--max-tokens", "8"]) == 0
-    out = capsys.readouterr().out
-    assert "pass@2" in out and "best_of_n" in out and "greedy" in out
+    captured = capsys.readouterr()
+    assert "pass@2" in captured.out and "best_of_n" in captured.out and "greedy" in captured.out
+    # a progress bar per method on stderr: 2 greedy episodes, then 2 x 2 sampled ones
+    assert "greedy: 100%" in captured.err and "2/2" in captured.err
+    assert "sample: 100%" in captured.err and "4/4" in captured.err
+
+
+def test_evaluate_shows_no_progress_unless_asked(tiny_model_dir, capsys):
+    config = EvalConfig(model=str(tiny_model_dir), task_config=TASK_CONFIG, n=2, max_tokens=8)
+    evaluate(config)
+    assert "greedy" not in capsys.readouterr().err
+    evaluate(config, progress=True)
+    assert "greedy: 100%" in capsys.readouterr().err
+
+
+def _save_trained(tmp_path, config):
+    """A tiny untrained model saved as a trainer saves its ``final/``, with ``config`` as its run config."""
+    from backtrack_gym.train.common import save_final
+
+    trainer = SimpleNamespace(
+        is_world_process_zero=lambda: True, accelerator=SimpleNamespace(wait_for_everyone=lambda: None)
+    )
+    tokenizer = build_tokenizer(make_task("countdown", **TASK_CONFIG))
+    return save_final(trainer, build_model("tiny", tokenizer, seed=0), tokenizer, tmp_path, config)
+
+
+def test_eval_plays_a_model_as_it_was_trained_and_warns_when_told_otherwise(tmp_path, capsys):
+    import warnings
+
+    from backtrack_gym.train.grpo import GRPORunConfig
+
+    trained = GRPORunConfig(
+        task_config=TASK_CONFIG, interaction="step", backtrack=False, max_completion_length=12, max_env_steps=3
+    )
+    final = _save_trained(tmp_path / "grpo", trained)
+    as_trained = {
+        "task": "countdown",
+        "task_config": TASK_CONFIG,
+        "interaction": "step",
+        "backtrack": False,
+        "max_tokens": 12,
+        "max_env_steps": 3,
+    }
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = evaluate(EvalConfig(model=str(final), n=2))
+        assert evaluate(EvalConfig(model=str(final), n=1, interaction="step"))["settings"] == as_trained
+    assert not [w for w in caught if "trained with" in str(w.message)]  # the same settings, set or not, never warn
+    assert report["settings"] == as_trained
+    assert report["summary"]["greedy"]["mean_tokens"] <= 12
+    # a setting told otherwise is used, with a warning
+    with pytest.warns(UserWarning, match="interaction='completion', but it was trained with 'step'"):
+        report = evaluate(EvalConfig(model=str(final), n=1, interaction="completion"))
+    assert report["settings"] == {**as_trained, "interaction": "completion"}
+    with pytest.warns(UserWarning, match="max_env_steps=9, but it was trained with 3"):
+        evaluate(EvalConfig(model=str(final), n=1, max_env_steps=9))
+    # the CLI says what it played
+    assert main(["eval", "--model", str(final), "--n", "1"]) == 0
+    assert "interaction step" in capsys.readouterr().out
+
+
+def test_eval_takes_an_sft_models_task_and_interaction(tmp_path):
+    from backtrack_gym.train.sft import SFTRunConfig
+
+    final = _save_trained(tmp_path / "sft", SFTRunConfig(task_config=TASK_CONFIG, interaction="step"))
+    settings = EvalConfig(model=str(final)).as_trained()
+    assert (settings.task_config, settings.interaction) == (TASK_CONFIG, "step")
+    # SFT plays no episodes: the budgets are the defaults
+    assert (settings.max_tokens, settings.max_env_steps) == (256, 64)
 
 
 # --- experiments ----------------------------------------------------------------------

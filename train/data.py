@@ -307,18 +307,18 @@ class DataConfig:
     interaction: str = "completion"
 
     def validate(self) -> DataConfig:
-        if self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}")
-        if self.workers < 1:
-            raise ValueError(f"workers must be at least 1, got {self.workers}")
-        if self.split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
-        unknown = sorted(set(self.formats) - set(FORMATS))
-        if unknown:
-            raise ValueError(f"unknown formats {unknown}; known: {list(FORMATS)}")
-        if self.max_lines < 1:
-            raise ValueError(f"max_lines must be at least 1, got {self.max_lines}")
+        from backtrack_gym.config import check_at_least, check_choice, check_style, check_task
+
+        check_at_least(self, 1, "n", "workers", "max_lines")
+        check_at_least(self, 0, "seed")
+        check_choice("split", self.split, SPLITS)
+        if not self.formats:
+            raise ValueError(f"formats must be among {list(FORMATS)}, got none")
+        check_choice("formats", self.formats, FORMATS)
         check_interaction(self.interaction)
+        task = check_task(self.task, self.task_config)
+        for style in self.styles:
+            check_style("styles", style, task)
         return self
 
 

@@ -18,42 +18,60 @@ so its outcome at ``T`` is the replay of its complete lines among them.
 
 from __future__ import annotations
 
+import copy
 import json
 import statistics
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from backtrack_gym.config import check_at_least, check_choice, check_positive, check_task
 from backtrack_gym.envs import TASK_ENV_IDS
 from backtrack_gym.envs.core import Episode, Task
 from backtrack_gym.train.compute import DecoderShape
 from backtrack_gym.train.estimators import maj_at_k, pass_at_k
 
 METHODS = ("greedy", "sample", "search")
+# The fields a model is played with as it was trained, and their values when its final/ does not say.
+AS_TRAINED = {
+    "task": "countdown",
+    "task_config": {},
+    "interaction": "completion",
+    "backtrack": True,
+    "max_tokens": 256,
+    "max_env_steps": 64,
+}
 
 
 @dataclass
 class EvalConfig:
     """Evaluate a model on held-out problems: solve rate, pass@k, maj@k and accuracy-vs-compute curves.
 
+    The task, its config, the interaction, ``backtrack`` and the budgets ``max_tokens`` and
+    ``max_env_steps`` default to what the model was trained with, read from the run config
+    its trainer saved in ``final/`` (:func:`trained_settings`); setting one to another value
+    warns. A model that carries none is played with the values of :data:`AS_TRAINED`.
+
     Attributes:
-        model: path of the model directory (with its tokenizer).
-        task: task name (``countdown``, ``sudoku``, ``math``).
-        task_config: task config fields (as in training).
+        model: path of the model directory (with its tokenizer), e.g. the main job's GRPO model.
+        task: task name (``countdown``, ``sudoku``, ``math``); unset: the model's.
+        task_config: task config fields; unset: the model's.
         n: problems (items ``0..n-1`` of the split).
         split: ``test`` (held out) or ``train``.
-        interaction: ``completion`` or ``step``.
-        backtrack: whether ``<backtrack>`` lines undo steps.
+        interaction: ``completion`` or ``step``; unset: the model's.
+        backtrack: whether ``<backtrack>`` lines undo steps; unset: the model's.
         methods: any of ``greedy``, ``sample`` and ``search`` (see the module docs).
         temperature: sampling temperature of ``sample`` and ``search``.
         samples: sampled episodes per problem (``sample``); pass@k and maj@k for k
             in the powers of two up to it.
-        max_tokens: most model tokens per episode (and per search continuation).
+        max_tokens: most model tokens per episode (and per search continuation); unset:
+            the model's GRPO completion budget.
         budgets: token budgets of the sequential curves; empty means powers of two
             from 8 up to ``max_tokens``.
         search_expansions: continuations per frontier state (N), one curve point each.
         search_rounds: backtrack rounds (b) of the search.
-        max_env_steps: step budget of an episode in the env.
+        max_env_steps: step budget of an episode in the env; unset: the model's.
         batch_size: episodes decoded together.
         seed: seed of the sampler.
         output_dir: when set, ``eval.json`` (summaries, curves, per-problem records),
@@ -61,41 +79,59 @@ class EvalConfig:
         label: the model's name in curves and tables (default: the model directory).
     """
 
-    model: str = "runs/grpo/final"
-    task: str = "countdown"
-    task_config: dict[str, Any] = field(default_factory=dict)
+    model: str = "runs/main/direct/grpo/final"
+    task: str | None = None
+    task_config: dict[str, Any] | None = None
     n: int = 500
     split: str = "test"
-    interaction: str = "completion"
-    backtrack: bool = True
+    interaction: str | None = None
+    backtrack: bool | None = None
     methods: list[str] = field(default_factory=lambda: ["greedy"])
     temperature: float = 1.0
     samples: int = 16
-    max_tokens: int = 256
+    max_tokens: int | None = None
     budgets: list[int] = field(default_factory=list)
     search_expansions: list[int] = field(default_factory=lambda: [4, 16])
     search_rounds: int = 2
-    max_env_steps: int = 64
+    max_env_steps: int | None = None
     batch_size: int = 100
     seed: int = 0
     output_dir: str = ""
     label: str = ""
 
     def validate(self) -> EvalConfig:
-        if self.task not in TASK_ENV_IDS:
-            raise ValueError(f"task must be one of {sorted(TASK_ENV_IDS)}, got {self.task!r}")
-        unknown = set(self.methods) - set(METHODS)
-        if unknown or not self.methods:
-            raise ValueError(f"methods must be among {METHODS}, got {self.methods}")
-        minimums = {"n": 1, "samples": 1, "max_tokens": 1, "max_env_steps": 1, "batch_size": 1, "search_rounds": 0}
-        for name, minimum in minimums.items():
-            if getattr(self, name) < minimum:
-                raise ValueError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if any(b < 1 for b in self.budgets) or any(n < 1 for n in self.search_expansions):
-            raise ValueError("budgets and search_expansions must be positive")
+        """Check the fields (those left unset as the model fills them in); the model itself is
+        checked when it is loaded, as :func:`evaluate` may be handed one in memory."""
+        from backtrack_gym.envs.core import SPLITS, check_interaction
+
+        if not self.methods:
+            raise ValueError(f"methods must be among {list(METHODS)}, got none")
+        check_choice("methods", self.methods, METHODS)
+        check_choice("split", self.split, SPLITS)
+        check_at_least(self, 1, "n", "samples", "batch_size", "budgets", "search_expansions")
+        check_at_least(self, 0, "search_rounds", "seed")
+        check_positive(self, "temperature")
+        played = self.as_trained(warn=False)
+        check_interaction(played.interaction)
+        check_task(played.task, played.task_config)
+        check_at_least(played, 1, "max_tokens", "max_env_steps")
         return self
+
+    def as_trained(self, *, warn: bool = True) -> EvalConfig:
+        """This config with each unset field of :data:`AS_TRAINED` set to what the model was
+        trained with (or the default there); with ``warn``, a field set to another value warns."""
+        trained = trained_settings(self.model)
+        filled = {}
+        for name, default in AS_TRAINED.items():
+            value = getattr(self, name)
+            if value is None:
+                filled[name] = copy.deepcopy(trained.get(name, default))
+            elif warn and name in trained and _plain(value) != _plain(trained[name]):
+                warnings.warn(
+                    f"evaluating {self.model} with {name}={value!r}, but it was trained with {trained[name]!r}",
+                    stacklevel=2,
+                )
+        return replace(self, **filled)
 
     def token_budgets(self) -> list[int]:
         if self.budgets:
@@ -107,37 +143,74 @@ def _powers_of_two(limit: int) -> list[int]:
     return [1 << i for i in range(limit.bit_length()) if 1 << i <= limit]
 
 
-def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None) -> dict[str, Any]:
-    """Run every method of ``config``; returns ``{"summary", "curves", "problems"}`` (and writes them).
+def trained_settings(model: str) -> dict[str, Any]:
+    """The :data:`AS_TRAINED` fields a model was trained with, from the run config its trainer
+    saved in its directory (empty for a model without one, e.g. from the hub).
+
+    A GRPO model carries all of them (its completion budget is ``max_tokens``); an SFT model
+    its task, task config and interaction (SFT plays no episodes, so it has no budgets).
+    """
+    from backtrack_gym.train.grpo import GRPORunConfig
+    from backtrack_gym.train.sft import SFTRunConfig
+
+    # A GRPO run played episodes: its config also names their settings (max_tokens as its completion budget).
+    episode_fields = {"backtrack": "backtrack", "max_tokens": "max_completion_length", "max_env_steps": "max_env_steps"}
+    for config_class, extra in ((GRPORunConfig, episode_fields), (SFTRunConfig, {})):
+        path = Path(model) / f"{config_class.__name__}.json"
+        if not path.is_file():
+            continue
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"model: cannot read {path}: {err}") from None
+        fields = {"task": "task", "task_config": "task_config", "interaction": "interaction", **extra}
+        return {name: saved[source] for name, source in fields.items() if source in saved}
+    return {}
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples become lists), to compare with a saved setting."""
+    return json.loads(json.dumps(value))
+
+
+def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None, *, progress: bool = False) -> dict[str, Any]:
+    """Run every method of ``config``; returns ``{"summary", "curves", "problems", "config", "settings"}``
+    (and writes them).
 
     ``summary[method]`` holds solve rate, mean tokens and FLOPs, backtracks and invalid
     steps per episode (plus pass@k and maj@k for ``sample``); ``curves[name]`` lists
-    points ``{tokens, flops, accuracy}`` per compute budget.
+    points ``{tokens, flops, accuracy}`` per compute budget. ``config`` is ``config`` as
+    given, ``settings`` the :data:`AS_TRAINED` fields it was played with (see
+    :meth:`EvalConfig.as_trained`). ``progress`` shows a progress bar per method on stderr.
     """
-    from transformers import AutoModelForCausalLM
-
     from backtrack_gym.envs import make_task
-    from backtrack_gym.train.tokenizer import load_tokenizer
+    from backtrack_gym.train.models import load_pretrained
 
     config.validate()
-    tokenizer = tokenizer or load_tokenizer(config.model)
-    model = model or AutoModelForCausalLM.from_pretrained(config.model)
+    played = config.as_trained()
+    if model is None or tokenizer is None:
+        loaded_tokenizer, loaded_model = load_pretrained(config.model)
+        tokenizer = loaded_tokenizer if tokenizer is None else tokenizer
+        model = loaded_model if model is None else model
     model.eval()
-    evaluator = _Evaluator(config, model, tokenizer, make_task(config.task, **config.task_config))
+    task = make_task(played.task, **played.task_config)
+    evaluator = _Evaluator(played, model, tokenizer, task, progress=progress)
     report: dict[str, Any] = {"summary": {}, "curves": {}, "problems": evaluator.problem_records()}
     for method in config.methods:
         summary, curves = getattr(evaluator, method)()
         report["summary"][method] = summary
         report["curves"].update(curves)
     report["config"] = asdict(config)
+    report["settings"] = {name: getattr(played, name) for name in AS_TRAINED}
     if config.output_dir:
         write_report(report, Path(config.output_dir), config.label or Path(config.model).name)
     return report
 
 
 class _Evaluator:
-    def __init__(self, config: EvalConfig, model: Any, tokenizer: Any, task: Task):
+    def __init__(self, config: EvalConfig, model: Any, tokenizer: Any, task: Task, *, progress: bool = False):
         self.config = config
+        self.progress = progress
         self.model = model
         self.tokenizer = tokenizer
         self.task = task
@@ -189,7 +262,8 @@ class _Evaluator:
         expander = HFExpander(self.model, self.tokenizer, max_batch=config.batch_size)
         for record in self.records:
             record["search"] = {}
-        for expansions in sorted(set(config.search_expansions)):
+        settings = sorted(set(config.search_expansions))
+        for expansions in self._progress_bar("search", settings, unit="setting"):
             search = SearchConfig(
                 expansions=expansions,
                 rounds=config.search_rounds,
@@ -228,6 +302,7 @@ class _Evaluator:
         config = self.config
         jobs = [index for index in range(config.n) for _ in range(samples)]
         episodes: list[Any] = []
+        bar = self._progress_bar("greedy" if greedy else "sample", total=len(jobs), unit="episode")
         for start in range(0, len(jobs), config.batch_size):
             batch = jobs[start : start + config.batch_size]
             envs = [
@@ -251,7 +326,16 @@ class _Evaluator:
                 episodes += LMAgent(self.model, self.tokenizer, sampling).rollout(
                     envs, seed=config.seed, options=[{"index": index} for index in batch]
                 )
+            bar.update(len(batch))
+        bar.close()
         return [episodes[i * samples : (i + 1) * samples] for i in range(config.n)]
+
+    def _progress_bar(self, method: str, iterable: Any = None, *, total: int | None = None, unit: str) -> Any:
+        """A tqdm bar on stderr for one method (a silent one without ``progress``)."""
+        from tqdm.auto import tqdm
+
+        label = self.config.label or Path(self.config.model).name
+        return tqdm(iterable, total=total, desc=f"{label} {method}", unit=unit, disable=not self.progress)
 
     def _episode_record(self, episode: Any, *, text: bool = False) -> dict[str, Any]:
         model_tokens, env_tokens = _split_tokens(episode)

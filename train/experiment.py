@@ -12,15 +12,40 @@ arm and method).
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backtrack_gym.config import check_at_least, check_choice, convert, renamed
 from backtrack_gym.train.data import atomic_write
 from backtrack_gym.train.evaluate import EvalConfig, evaluate, plot_curves
 
-ARM_FIELDS = {"style", "trace_options", "methods", "n_train", "sft_epochs", "grpo"}
+# What an arm may set, and its type.
+ARM_FIELDS = {
+    "style": str,
+    "trace_options": dict[str, Any],
+    "methods": list[str],
+    "n_train": int,
+    "sft_epochs": float,
+    "grpo": bool,
+}
+PLOT_CURVES = ("greedy", "sampled", "best_of_n", "maj_of_n", "search")
+# The fields of each stage's config that are set from an experiment field of another name,
+# so that an error a stage config raises names the field that was set.
+SFT_SOURCES = {"epochs": "sft_epochs", "batch_size": "sft_batch_size", "learning_rate": "sft_learning_rate"}
+GRPO_SOURCES = {
+    "first_index": "n_train",
+    "max_steps": "grpo_steps",
+    "learning_rate": "grpo_learning_rate",
+    "temperature": "grpo_temperature",
+    "warmup_ratio": "grpo_warmup_ratio",
+    "beta": "grpo_beta",
+    "reward_weights": "grpo_reward_weights",
+    "max_completion_length": "max_tokens",
+}
+EVAL_SOURCES = {"n": "n_eval", "batch_size": "eval_batch_size"}
 
 
 @dataclass
@@ -32,8 +57,8 @@ class ExperimentConfig:
         task: task name (``countdown``, ``sudoku``, ``math``).
         task_config: task config fields, shared by training and evaluation.
         arms: arm name -> ``{style, trace_options, methods, n_train, sft_epochs, grpo}``;
-            ``style`` is required, ``methods`` defaults to ``[greedy, sample]``, ``grpo``
-            (bool) to ``grpo_steps > 0``.
+            ``style`` is required, ``n_train`` and ``sft_epochs`` default to the fields of
+            that name, ``methods`` to ``[greedy, sample]``, ``grpo`` (bool) to ``grpo_steps > 0``.
         interaction: how the models act in the env, in SFT data, GRPO and evaluation:
             ``completion`` (one output replayed at the end) or ``step`` (one line per
             turn, the env's observation after each).
@@ -107,41 +132,55 @@ class ExperimentConfig:
     bf16: bool = False
 
     def validate(self) -> ExperimentConfig:
+        """Check this config's own fields, then each arm's stage configs as they will be built."""
+        if not self.name or not re.fullmatch(r"[\w.-]+", self.name):
+            raise ValueError(f"name must be a file name of letters, digits, '_', '-' and '.', got {self.name!r}")
         if not self.arms:
-            raise ValueError("an experiment needs at least one arm")
+            raise ValueError("arms: an experiment needs at least one arm")
+        check_at_least(self, 0, "grpo_steps", "max_env_steps")
+        check_choice("plot", self.plot, PLOT_CURVES)
         for arm, spec in self.arms.items():
             if not isinstance(spec, dict) or "style" not in spec:
-                raise ValueError(f"arm {arm!r} needs a dict with a 'style'")
-            unknown = set(spec) - ARM_FIELDS
+                raise ValueError(f"arms.{arm} needs a mapping with a 'style'")
+            unknown = set(spec) - set(ARM_FIELDS)
             if unknown:
-                raise ValueError(f"arm {arm!r}: unknown fields {sorted(unknown)}; known: {sorted(ARM_FIELDS)}")
-            self.sft_config(arm).validate()
-            self.eval_config(arm, "model", "eval").validate()
+                raise ValueError(f"arms.{arm}: unknown fields {sorted(unknown)}; known: {sorted(ARM_FIELDS)}")
+            stages = [(self.sft_config, (arm,), SFT_SOURCES), (self.eval_config, (arm, "model", "eval"), EVAL_SOURCES)]
             if self.arm_has_grpo(arm):
-                self.grpo_config(arm, "model").validate()
+                stages.append((self.grpo_config, (arm, "model"), GRPO_SOURCES))
+            set_by_arm = {key: f"arms.{arm}.{key}" for key in spec}
+            for build, args, sources in stages:
+                try:
+                    build(*args).validate()
+                except ValueError as err:
+                    raise renamed(renamed(err, sources), set_by_arm) from None
         return self
+
+    def arm_setting(self, arm: str, key: str, default: Any) -> Any:
+        """The arm's ``key`` (read as :data:`ARM_FIELDS` types it), or ``default`` when the arm sets none."""
+        spec = self.arms[arm]
+        return convert(spec[key], ARM_FIELDS[key], f"arms.{arm}.{key}") if key in spec else default
 
     def env_steps(self) -> int:
         return self.max_env_steps or max(1, self.max_tokens // 2)
 
     def arm_has_grpo(self, arm: str) -> bool:
-        return bool(self.arms[arm].get("grpo", self.grpo_steps > 0)) and self.grpo_steps > 0
+        return self.arm_setting(arm, "grpo", True) and self.grpo_steps > 0
 
     def sft_config(self, arm: str) -> Any:
         from backtrack_gym.train.sft import SFTRunConfig
 
-        spec = self.arms[arm]
         return SFTRunConfig(
             task=self.task,
-            style=spec["style"],
-            trace_options=dict(spec.get("trace_options", {})),
+            style=self.arm_setting(arm, "style", None),
+            trace_options=self.arm_setting(arm, "trace_options", {}),
             interaction=self.interaction,
-            n_train=spec.get("n_train", self.n_train),
+            n_train=self.arm_setting(arm, "n_train", self.n_train),
             seed=self.seed,
             task_config=self.task_config,
             model=self.model,
             output_dir=str(Path(self.output_dir) / arm / "sft"),
-            epochs=spec.get("sft_epochs", self.sft_epochs),
+            epochs=self.arm_setting(arm, "sft_epochs", self.sft_epochs),
             batch_size=self.sft_batch_size,
             learning_rate=self.sft_learning_rate,
             max_length=self.max_length,
@@ -162,7 +201,7 @@ class ExperimentConfig:
             output_dir=str(Path(self.output_dir) / arm / "grpo"),
             interaction=self.interaction,
             seed=self.seed,
-            first_index=self.arms[arm].get("n_train", self.n_train),  # problems the SFT data did not use
+            first_index=self.arm_setting(arm, "n_train", self.n_train),  # problems the SFT data did not use
             max_steps=self.grpo_steps,
             learning_rate=self.grpo_learning_rate,
             temperature=self.grpo_temperature,
@@ -179,7 +218,7 @@ class ExperimentConfig:
         )
 
     def eval_config(self, arm: str, model: str, stage: str) -> EvalConfig:
-        methods = list(self.arms[arm].get("methods", ["greedy", "sample"]))
+        methods = self.arm_setting(arm, "methods", ["greedy", "sample"])
         return EvalConfig(
             model=model,
             task=self.task,
@@ -202,8 +241,11 @@ class ExperimentConfig:
         )
 
 
-def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
-    """Train and evaluate every arm (reusing finished stages); write and return the results."""
+def run_experiment(config: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Train and evaluate every arm (reusing finished stages); write and return the results.
+
+    ``progress`` shows the evaluations' progress bars on stderr (the trainers show theirs anyway).
+    """
     config.validate()
     results: dict[str, Any] = {"config": asdict(config), "arms": {}}
     for arm in config.arms:
@@ -211,14 +253,16 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Any]:
         model = _stage(
             Path(config.output_dir) / arm / "sft", config.sft_config(arm), lambda arm=arm: _train_sft(config, arm)
         )
-        arm_results["sft"] = _evaluate_stage(config.eval_config(arm, str(model["path"]), "sft_eval"), model)
+        sft_eval = config.eval_config(arm, str(model["path"]), "sft_eval")
+        arm_results["sft"] = _evaluate_stage(sft_eval, model, progress)
         if config.arm_has_grpo(arm):
             tuned = _stage(
                 Path(config.output_dir) / arm / "grpo",
                 config.grpo_config(arm, str(model["path"])),
                 lambda arm=arm, path=model["path"]: _train_grpo(config, arm, str(path)),
             )
-            arm_results["grpo"] = _evaluate_stage(config.eval_config(arm, str(tuned["path"]), "grpo_eval"), tuned)
+            grpo_eval = config.eval_config(arm, str(tuned["path"]), "grpo_eval")
+            arm_results["grpo"] = _evaluate_stage(grpo_eval, tuned, progress)
     output = Path(config.output_dir)
     text = json.dumps(results, indent=1, default=str)
     atomic_write(output / f"{config.name}.json", lambda path: path.write_text(text))
@@ -272,14 +316,14 @@ def _train_grpo(config: ExperimentConfig, arm: str, model: str) -> Path:
     return run_grpo(config.grpo_config(arm, model))
 
 
-def _evaluate_stage(eval_config: EvalConfig, stage: dict[str, Any]) -> dict[str, Any]:
+def _evaluate_stage(eval_config: EvalConfig, stage: dict[str, Any], progress: bool) -> dict[str, Any]:
     """The stage's evaluation summary and curves; an ``eval.json`` of the same config is reused."""
     saved = Path(eval_config.output_dir) / "eval.json"
     if saved.exists():
         report = json.loads(saved.read_text())
         if report.get("config") == json.loads(json.dumps(asdict(eval_config))):
             return _stage_result(report, stage)
-    return _stage_result(evaluate(eval_config), stage)
+    return _stage_result(evaluate(eval_config, progress=progress), stage)
 
 
 def _stage_result(report: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:

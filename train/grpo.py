@@ -23,6 +23,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from backtrack_gym.config import (
+    check_at_least,
+    check_choice,
+    check_fraction,
+    check_positive,
+    check_style,
+    check_task,
+)
 from backtrack_gym.envs import TASK_ENV_IDS
 from backtrack_gym.envs.core import check_interaction
 from backtrack_gym.train.common import (
@@ -33,6 +41,8 @@ from backtrack_gym.train.common import (
     tensorboard_callback,
 )
 
+# The losses of TRL's GRPOTrainer at token-level importance sampling (its ``luspo`` needs sequence level).
+LOSS_TYPES = ("bnpo", "cispo", "dapo", "dr_grpo", "grpo", "sapo", "vespo")
 INFO_COLUMN = "episode_info"
 EPISODE_PROMPT_COLUMN = "episode_prompt"  # the prompt each episode played, after resampling
 
@@ -66,7 +76,7 @@ class GRPORunConfig:
         warmup_ratio: share of the steps spent warming the learning rate up from 0; it
             keeps a fresh optimiser's first, noisy steps from undoing what SFT taught.
         beta: KL coefficient against the starting model (0 drops the reference model).
-        loss_type: TRL loss (``grpo``, ``dapo``, ``dr_grpo``, ...).
+        loss_type: TRL loss, one of :data:`LOSS_TYPES` (``dapo``, ``grpo``, ``dr_grpo``, ...).
         num_iterations: optimiser passes over each generated batch (the μ of GRPO); above 1
             the policy ratio is clipped, and each rollout buys more updates.
         steps_per_generation: optimiser steps per generated batch; each generation samples
@@ -139,40 +149,32 @@ class GRPORunConfig:
     gradient_checkpointing: bool = False
 
     def validate(self) -> GRPORunConfig:
+        from backtrack_gym.rewards import check_weights
+        from backtrack_gym.train.models import check_model_source
+
         check_interaction(self.interaction)
-        if self.task not in TASK_ENV_IDS:
-            raise ValueError(f"task must be one of {sorted(TASK_ENV_IDS)}, got {self.task!r}")
+        task = check_task(self.task, self.task_config)
         if self.num_generations < 2:
             raise ValueError("num_generations must be at least 2 (GRPO compares completions within a group)")
-        if self.first_index < 0:
-            raise ValueError(f"first_index must be non-negative, got {self.first_index}")
-        for name in (
-            "n_prompts",
-            "max_steps",
-            "prompts_per_step",
-            "max_completion_length",
-            "max_env_steps",
-            "num_iterations",
-            "steps_per_generation",
-            "sft_batch_size",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.resample_rounds < 0:
-            raise ValueError(f"resample_rounds must be non-negative, got {self.resample_rounds}")
+        check_at_least(self, 1, "n_prompts", "max_steps", "prompts_per_step", "max_completion_length")
+        check_at_least(self, 1, "max_env_steps", "num_iterations", "steps_per_generation", "sft_batch_size")
+        check_at_least(self, 1, "logging_steps", "save_steps", "save_total_limit")
+        check_at_least(self, 0, "first_index", "seed", "resample_rounds", "samples_to_log")
+        check_at_least(self, 0, "beta", "entropy_coef", "sft_coef")
+        check_positive(self, "temperature", "learning_rate", "epsilon_high")
+        check_fraction(self, "warmup_ratio")
+        check_fraction(self, "top_entropy_quantile", include_one=True)
+        check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        check_style("sft_style", self.sft_style, task)
         if self.resample_rounds and self.interaction != "step":
             raise ValueError("resample_rounds applies to the step path (interaction='step')")
-        if self.sft_coef < 0:
-            raise ValueError(f"sft_coef must be non-negative, got {self.sft_coef}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not 0 <= self.top_entropy_quantile <= 1:
-            raise ValueError(f"top_entropy_quantile must be in [0, 1], got {self.top_entropy_quantile}")
         if self.use_vllm and self.interaction == "step":
             raise ValueError("use_vllm applies to the single-turn path (interaction='completion')")
-        from backtrack_gym.rewards import check_weights
-
-        check_weights(self.reward_weights)
+        try:
+            check_weights(self.reward_weights)
+        except ValueError as err:
+            raise ValueError(f"reward_weights: {err}") from None
+        check_model_source(self.model)
         return self
 
 
@@ -401,18 +403,16 @@ def _samples_callback(log: CompletionLog, tensorboard: Any) -> Any:
 
 def run_grpo(config: GRPORunConfig) -> Path:
     """Train and save the model (with its tokenizer) to ``<output_dir>/final``; returns that path."""
-    from transformers import AutoModelForCausalLM
     from trl import GRPOConfig
 
     from backtrack_gym.envs import make_task
     from backtrack_gym.rewards import episode_reward_functions, trl_reward_functions
-    from backtrack_gym.train.tokenizer import load_tokenizer
+    from backtrack_gym.train.models import load_pretrained
 
     config.validate()
     output = Path(config.output_dir)
     task = make_task(config.task, **{**config.task_config, "seed": config.seed})
-    tokenizer = load_tokenizer(config.model)
-    model = AutoModelForCausalLM.from_pretrained(config.model)
+    tokenizer, model = load_pretrained(config.model)
     dataset = prompt_dataset(task, config.n_prompts, first_index=config.first_index)
     step_mode = config.interaction == "step"
     if step_mode:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from backtrack_gym.config import renamed
 from backtrack_gym.train.common import TENSORBOARD_DIR
 from backtrack_gym.train.experiment import ExperimentConfig, run_experiment, widest_pass_at
 
@@ -96,7 +97,10 @@ class RunConfig:
     max_env_steps: int = 2
 
     def validate(self) -> RunConfig:
-        self.experiment().validate()
+        try:
+            self.experiment().validate()
+        except ValueError as err:
+            raise renamed(err, {f"arms.{self.style}.style": "style"}) from None
         return self
 
     def experiment(self) -> ExperimentConfig:
@@ -111,11 +115,14 @@ class RunConfig:
         )
 
 
-def run_main(config: RunConfig) -> dict[str, Any]:
-    """Run (or reuse) every stage; returns the experiment's results plus ``wall_seconds`` of this call."""
+def run_main(config: RunConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Run (or reuse) every stage; returns the experiment's results plus ``wall_seconds`` of this call.
+
+    ``progress`` shows the evaluations' progress bars on stderr.
+    """
     config.validate()
     start = time.perf_counter()
-    results = run_experiment(config.experiment())
+    results = run_experiment(config.experiment(), progress=progress)
     return {**results, "wall_seconds": time.perf_counter() - start}
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from backtrack_gym.envs.core import BACKTRACK
 
 Generate = Callable[[Sequence[str]], list[str]]
+MIX_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @dataclass
@@ -58,11 +59,20 @@ class VerifiableConfig:
     out: str = "data/verifiable_backtracking"
 
     def validate(self) -> VerifiableConfig:
-        for name in ("n_problems", "samples", "max_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        from backtrack_gym.config import check_at_least, check_positive, check_task
+        from backtrack_gym.train.models import check_model_source
+
+        check_at_least(self, 1, "n_problems", "samples", "max_tokens", "batch_size")
+        check_at_least(self, 0, "first_index", "seed")
+        check_positive(self, "temperature")
         if not self.backtrack_token.strip() or "\n" in self.backtrack_token:
-            raise ValueError("backtrack_token must be one non-empty line")
+            raise ValueError(f"backtrack_token must be one non-empty line, got {self.backtrack_token!r}")
+        if self.mix_with and not (Path(self.mix_with).is_file() and self.mix_with.endswith(MIX_SUFFIXES)):
+            raise ValueError(f"mix_with must be an existing {' or '.join(MIX_SUFFIXES)} file, got {self.mix_with!r}")
+        if not self.out.strip():
+            raise ValueError("out must be a path stem, got ''")
+        check_task(self.task, self.task_config)
+        check_model_source(self.model)
         return self
 
 
@@ -150,16 +160,15 @@ def model_generator(model: Any, tokenizer: Any, config: VerifiableConfig) -> Gen
 def run_verifiable(config: VerifiableConfig) -> tuple[int, list[Path]]:
     """Build the rows with the policy at ``config.model``, mix them in if asked, and write them."""
     import datasets
-    from transformers import AutoModelForCausalLM
 
     from backtrack_gym.envs import make_task
     from backtrack_gym.train.data import dataset_features, export
-    from backtrack_gym.train.tokenizer import load_tokenizer
+    from backtrack_gym.train.models import load_pretrained
 
     config.validate()
     task = make_task(config.task, **{**config.task_config, "seed": config.seed})
-    tokenizer = load_tokenizer(config.model)
-    model = AutoModelForCausalLM.from_pretrained(config.model).eval()
+    tokenizer, model = load_pretrained(config.model)
+    model.eval()
     rows = verifiable_rows(task, config, model_generator(model, tokenizer, config))
     features = dataset_features()
     dataset = datasets.Dataset.from_dict({name: [row[name] for row in rows] for name in features}, features=features)

@@ -1,0 +1,156 @@
+"""The command line refuses bad configs and models with a one-line usage error (exit 2) before any work."""
+
+import socket
+
+import pytest
+
+from backtrack_gym import cli
+
+MISSING_MODEL = "/no/such/backtrack_gym/model"
+
+# (subcommand, flags, YAML of the --config file or None, the field the error must name)
+BAD_CONFIGS = [
+    ("play", ["--env-id", "Chess-v0"], None, "env_id"),
+    ("play", ["--episodes", "0"], None, "episodes"),
+    ("play", ["--max-steps", "0"], None, "max_steps"),
+    ("play", ["--agents", "oracle,human"], None, "agents"),
+    ("play", ["--interactions", "chat"], None, "interactions"),
+    ("data", [], "n: 2.7", "n"),
+    ("data", [], "n: true", "n"),
+    ("data", ["--n", "-5"], None, "n"),
+    ("data", ["--task", "chess"], None, "task"),
+    ("data", ["--styles", "dfs,nope"], None, "styles"),
+    ("data", ["--formats", "csv"], None, "formats"),
+    ("data", ["--split", "dev"], None, "split"),
+    ("data", ["--task-config", "{num_count: 0}"], None, "task_config"),
+    ("sft", ["--weight-decay", "-5"], None, "weight_decay"),
+    ("sft", ["--warmup-ratio", "7"], None, "warmup_ratio"),
+    ("sft", ["--task-config", "{num_count: 0}"], None, "task_config"),
+    ("sft", ["--task-config", "{target_min: 50, target_max: 10}"], None, "task_config"),
+    ("sft", ["--task-config", "{bogus: 1}"], None, "task_config"),
+    ("sft", ["--task-config", "{num_count: 2.7}"], None, "task_config"),
+    ("sft", ["--task", "chess"], None, "task"),
+    ("sft", ["--style", "nope"], None, "style"),
+    ("sft", ["--task", "math", "--style", "dfs"], None, "style"),
+    ("sft", ["--learning-rate", "nan"], None, "learning_rate"),
+    ("sft", ["--epochs", "inf"], None, "epochs"),
+    ("sft", ["--seed", "-1"], None, "seed"),
+    ("sft", ["--model", MISSING_MODEL], None, "model"),
+    ("sft", ["--model", "runs/sft/typo/final"], None, "model"),
+    ("grpo", ["--beta", "-1"], None, "beta"),
+    ("grpo", ["--save-steps", "0"], None, "save_steps"),
+    ("grpo", ["--temperature", "-1"], None, "temperature"),
+    ("grpo", ["--loss-type", "nope"], None, "loss_type"),
+    ("grpo", ["--learning-rate", "nan"], None, "learning_rate"),
+    ("grpo", ["--task", "chess"], None, "task"),
+    ("grpo", ["--sft-style", "nope"], None, "sft_style"),
+    ("grpo", ["--reward-weights", "{solved: 1}"], None, "reward_weights"),
+    ("grpo", ["--reward-weights", "{correct: yes}"], None, "reward_weights.correct"),
+    ("grpo", ["--model", MISSING_MODEL], None, "model"),
+    ("eval", ["--temperature", "-1"], None, "temperature"),
+    ("eval", ["--task", "chess"], None, "task"),
+    ("eval", ["--task-config", "{num_count: 0}"], None, "task_config"),
+    ("eval", ["--methods", "beam"], None, "methods"),
+    ("eval", ["--split", "dev"], None, "split"),
+    ("eval", ["--interaction", "chat"], None, "interaction"),
+    ("eval", ["--max-tokens", "0"], None, "max_tokens"),
+    ("run", ["--grpo-beta", "-1"], None, "grpo_beta"),
+    ("run", ["--grpo-learning-rate", "nan"], None, "grpo_learning_rate"),
+    ("run", ["--sft-epochs", "inf"], None, "sft_epochs"),
+    ("run", ["--n-train", "0"], None, "n_train"),
+    ("run", ["--n-eval", "0"], None, "n_eval"),
+    ("run", ["--style", "nope"], None, "style"),
+    ("run", ["--temperature", "-1"], None, "temperature"),
+    ("run", ["--task-config", "{bogus: 1}"], None, "task_config"),
+    ("experiment", ["--plot", "nope"], None, "plot"),
+    ("experiment", [], "arms: {a: {style: dfs, n_train: 2.7}}", "arms.a.n_train"),
+    ("experiment", [], "arms: {a: {style: dfs, methods: [beam]}}", "arms.a.methods"),
+    ("experiment", [], "arms: {a: {style: nope}}", "arms.a.style"),
+    ("experiment", ["--grpo-steps", "2", "--grpo-temperature", "0"], None, "grpo_temperature"),
+    ("experiment", ["--name", "../escape"], None, "name"),
+    ("verifiable", ["--samples", "0"], None, "samples"),
+    ("verifiable", ["--temperature", "inf"], None, "temperature"),
+    ("verifiable", ["--mix-with", "no_such_file.jsonl"], None, "mix_with"),
+    ("verifiable", ["--task", "chess"], None, "task"),
+    ("verifiable", ["--model", MISSING_MODEL], None, "model"),
+]
+
+
+def _forbid_work(monkeypatch, tmp_path):
+    """Run in an empty directory; any subcommand's work function fails the test."""
+    monkeypatch.chdir(tmp_path)
+
+    def no_work(config):
+        raise AssertionError(f"work started with {config}")
+
+    for name, (config_class, _) in cli.COMMANDS.items():
+        monkeypatch.setitem(cli.COMMANDS, name, (config_class, no_work))
+
+
+def _usage_error(capsys, argv):
+    """The exit status and the stderr lines of ``main(argv)``."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize(
+    "command, flags, yaml_text, field", BAD_CONFIGS, ids=[f"{c[0]} {' '.join(c[1]) or c[2]}" for c in BAD_CONFIGS]
+)
+def test_bad_config_is_a_one_line_usage_error_before_any_work(
+    command, flags, yaml_text, field, capsys, monkeypatch, tmp_path_factory
+):
+    workdir = tmp_path_factory.mktemp("work")
+    _forbid_work(monkeypatch, workdir)
+    argv = [command, *flags]
+    if yaml_text is not None:
+        path = tmp_path_factory.mktemp("yaml") / "config.yaml"
+        path.write_text(yaml_text + "\n")
+        argv += ["--config", str(path)]
+    code, lines = _usage_error(capsys, argv)
+    assert code == 2
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"backtrack-gym {command}: error: {field}"), lines[0]
+    assert list(workdir.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [["eval", "--model", MISSING_MODEL], ["eval"], ["eval", "--model", "runs/grpo/final"]])
+def test_eval_of_a_missing_model_is_a_usage_error_without_the_hub(argv, capsys, monkeypatch, tmp_path):
+    """A name that is neither a directory nor a hub id never reaches the network."""
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.chdir(tmp_path)
+    code, lines = _usage_error(capsys, argv)
+    assert code == 2
+    assert len(lines) == 1 and lines[0].startswith("backtrack-gym eval: error: model: no such directory"), lines
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_hub_id_the_hub_cannot_provide_is_a_usage_error(capsys, monkeypatch, tmp_path):
+    """A name of the hub's form is tried there; offline that is one clear line, not a traceback."""
+    import huggingface_hub.constants
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    monkeypatch.chdir(tmp_path)
+    code, lines = _usage_error(capsys, ["eval", "--model", "no-such-org/no-such-model"])
+    assert code == 2
+    assert len(lines) == 1, lines
+    assert "model: 'no-such-org/no-such-model' is no local directory and the hub could not provide it" in lines[0]
+
+
+def test_play_takes_short_env_ids_and_the_envs_own_step_budget(capsys):
+    args = ["play", "--env-id", "Sudoku-v0", "--episodes", "1", "--agents", "oracle", "--backtrack", "true"]
+    assert cli.main(args) == 0
+    header, *rows = capsys.readouterr().out.strip().splitlines()[1:]
+    columns = header.split()
+    assert len(rows) == 2  # step and completion
+    for row in rows:
+        assert float(row.split()[columns.index("solve_rate")]) == 1.0
