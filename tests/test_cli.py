@@ -129,7 +129,8 @@ def test_eval_of_a_missing_model_is_a_usage_error_without_the_hub(argv, capsys, 
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_hub_id_the_hub_cannot_provide_is_a_usage_error(capsys, monkeypatch, tmp_path):
+@pytest.mark.parametrize("command", ["eval", "sft", "grpo", "verifiable"])
+def test_a_hub_id_the_hub_cannot_provide_is_a_usage_error(command, capsys, monkeypatch, tmp_path):
     """A name of the hub's form is tried there; offline that is one clear line, not a traceback."""
     import huggingface_hub.constants
 
@@ -140,10 +141,40 @@ def test_a_hub_id_the_hub_cannot_provide_is_a_usage_error(capsys, monkeypatch, t
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.chdir(tmp_path)
-    code, lines = _usage_error(capsys, ["eval", "--model", "no-such-org/no-such-model"])
+    code, lines = _usage_error(capsys, [command, "--model", "no-such-org/no-such-model"])
     assert code == 2
     assert len(lines) == 1, lines
-    assert "model: 'no-such-org/no-such-model' is no local directory and the hub could not provide it" in lines[0]
+    assert lines[0].startswith(
+        f"backtrack-gym {command}: error: model: 'no-such-org/no-such-model' is no local directory "
+        "and the hub could not provide it (We couldn't connect to"
+    ), lines[0]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_model_sources_are_told_apart_on_the_local_file_system(tmp_path):
+    from backtrack_gym.train.models import ModelNotFoundError, check_model_source
+
+    check_model_source("tiny", presets=True)
+    check_model_source("Qwen/Qwen2.5-0.5B")  # a hub id: left to the hub
+    with pytest.raises(ModelNotFoundError, match="model: no such directory '/.*/tiny'"):
+        check_model_source(str(tmp_path / "tiny"), presets=True)
+    with pytest.raises(ModelNotFoundError, match=r"it takes a preset \(tiny, 1M, .*\), a model directory or a hub id"):
+        check_model_source("runs/sft/final", presets=True)
+    with pytest.raises(ModelNotFoundError, match="holds no saved model"):
+        check_model_source(str(tmp_path))
+    (tmp_path / "config.json").write_text("{}")
+    check_model_source(str(tmp_path))
+
+
+def test_grpo_loss_types_are_the_losses_trl_computes():
+    import inspect
+
+    from trl import GRPOTrainer
+
+    from backtrack_gym.train.grpo import LOSS_TYPES
+
+    source = inspect.getsource(GRPOTrainer)
+    assert all(f'"{loss}"' in source for loss in LOSS_TYPES)
 
 
 def test_play_takes_short_env_ids_and_the_envs_own_step_budget(capsys):

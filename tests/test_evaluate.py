@@ -334,8 +334,12 @@ def test_main_job_cli_prints_the_table_and_writes_results_and_plots(tmp_path, ca
     args += ["--interaction", interaction, "--n-train", "64", "--grpo-steps", "2", "--num-generations", "2"]
     args += ["--samples", "2"]
     assert main([*args, "--n-eval", "4"]) == 0
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
     assert "solve_rate" in out and "sft" in out and "grpo" in out and "main.png" in out
+    # each evaluation stage shows its progress: 4 greedy episodes, then 4 x 2 sampled ones
+    assert "direct+GRPO greedy: 100%" in captured.err and "direct+GRPO sample: 100%" in captured.err
+    assert "4/4" in captured.err and "8/8" in captured.err
     assert "sampled" in out and "pass@2" in out
     results = json.loads((tmp_path / "main.json").read_text())
     for stage in ("sft", "grpo"):
