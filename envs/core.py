@@ -13,13 +13,13 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 
 import gymnasium as gym
 from gymnasium.error import ResetNeeded
 
 from backtrack_gym.envs.text_space import TextSpace
-from backtrack_gym.rewards.terms import DEFAULT_WEIGHTS, EpisodeStats, breakdown, check_weights, score
+from backtrack_gym.rewards.terms import DEFAULT_WEIGHTS, EpisodeStats, breakdown, check_weights
 
 BACKTRACK = "<backtrack>"
 SPLITS = ("train", "test")
@@ -52,13 +52,23 @@ class Task(ABC, Generic[Problem, State, Step]):
     """Rules, grammar and generation of one puzzle family.
 
     Subclasses set ``name``, ``charset`` (every character an observation or a
-    well-formed action may contain) and ``max_line_chars``.
+    well-formed action may contain), ``max_line_chars`` and ``default_max_steps``
+    (an env's step budget unless it is given one). ``problem_type``, the class of a
+    problem object, is read from the ``Task[Problem, State, Step]`` base.
     """
 
     name: str
     charset: str
+    problem_type: type
     max_line_chars: int = 256
     max_observation_chars: int = 1024
+    default_max_steps: int = 64
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in getattr(cls, "__orig_bases__", ()):
+            if get_origin(base) is Task and isinstance(get_args(base)[0], type):
+                cls.problem_type = get_args(base)[0]
 
     # generation
     @abstractmethod
@@ -121,7 +131,10 @@ class Task(ABC, Generic[Problem, State, Step]):
         return data
 
     def coerce_problem(self, problem: Any) -> Problem:
-        """Accept a problem object, its dict, or its JSON text (as a data set column)."""
+        """Accept a problem object, its dict, or its JSON text (as a data set column).
+
+        Raises ``ValueError`` for anything else (JSON that is not an object included).
+        """
         if isinstance(problem, str):
             try:
                 problem = json.loads(problem)
@@ -129,6 +142,11 @@ class Task(ABC, Generic[Problem, State, Step]):
                 raise ValueError(f"problem is not valid JSON: {err}") from None
         if isinstance(problem, Mapping):
             return self.problem_from_dict(problem)
+        if not isinstance(problem, self.problem_type):
+            raise ValueError(
+                f"a {self.name} problem is a {self.problem_type.__name__}, its dict or JSON object, "
+                f"got {type(problem).__name__}"
+            )
         return problem
 
 
@@ -149,6 +167,10 @@ class Episode(Generic[Problem, State, Step]):
         problem: the problem being solved.
         backtrack: whether ``backtrack_token`` lines may undo steps.
         backtrack_token: the line that undoes the last applied step.
+
+    Raises:
+        ValueError: when ``problem`` is solved before any step (there would be
+            nothing to do; generated problems never are).
     """
 
     def __init__(self, task: Task, problem: Problem, *, backtrack: bool = True, backtrack_token: str = BACKTRACK):
@@ -159,6 +181,8 @@ class Episode(Generic[Problem, State, Step]):
         self.states: list[State] = [task.initial_state(problem)]
         self.stats = EpisodeStats()
         self._update_goal()
+        if self.stats.solved:
+            raise ValueError(f"the {task.name} problem is already solved at the start: {task.problem_to_dict(problem)}")
 
     @property
     def state(self) -> State:
@@ -235,6 +259,13 @@ class Episode(Generic[Problem, State, Step]):
 class TextEnv(gym.Env[str, str]):
     """Shared Gymnasium machinery of the text envs; see each task's env for its docs.
 
+    Both interaction modes count alike, so an output earns the same return whether it
+    is sent whole (``"completion"``) or one line per action (``"step"``, see
+    :func:`step_actions`): blank lines and free text the grammar allows are no steps
+    and cost nothing; every other line is one step of the budget. In step mode a
+    blank action is one malformed step, and an episode also ends (truncated) after
+    :attr:`max_turns` actions, so endless free text ends too.
+
     Args:
         task: the task (rules, grammar, generation).
         split: ``"train"`` or ``"test"`` (held-out) problems.
@@ -242,7 +273,7 @@ class TextEnv(gym.Env[str, str]):
             action is a whole output, replayed line by line).
         backtrack: whether the backtrack line undoes the last step.
         backtrack_token: the line that backtracks (default ``<backtrack>``).
-        max_steps: step budget of an episode (lines in completion mode).
+        max_steps: step budget of an episode; default the task's ``default_max_steps``.
         invalid_policy: ``"penalize"`` (an invalid step costs ``invalid_penalty``
             and the episode goes on), ``"terminate"`` (the episode ends at the
             first invalid step) or ``"ignore"`` (no cost; the step still uses the
@@ -252,7 +283,11 @@ class TextEnv(gym.Env[str, str]):
         reward_weights: weights of the terms in :mod:`backtrack_gym.rewards`;
             default ``{"correct": 1.0}``.
         max_action_chars: longest action accepted; a longer one is one malformed step.
+            Default: one line in step mode, :func:`completion_chars` in completion mode.
         render_mode: ``"ansi"`` or ``"human"``.
+
+    Pinning a problem that is solved before any step raises ``ValueError`` (see
+    :class:`Episode`).
     """
 
     metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
@@ -265,7 +300,7 @@ class TextEnv(gym.Env[str, str]):
         interaction: str = "step",
         backtrack: bool = False,
         backtrack_token: str = BACKTRACK,
-        max_steps: int = 64,
+        max_steps: int | None = None,
         invalid_policy: str = "penalize",
         invalid_penalty: float = 0.1,
         reward_weights: Mapping[str, float] | None = None,
@@ -277,6 +312,8 @@ class TextEnv(gym.Env[str, str]):
         check_interaction(interaction)
         if invalid_policy not in INVALID_POLICIES:
             raise ValueError(f"invalid_policy must be one of {INVALID_POLICIES}, got {invalid_policy!r}")
+        if max_steps is None:
+            max_steps = task.default_max_steps
         if max_steps < 1:
             raise ValueError(f"max_steps must be at least 1, got {max_steps}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -294,15 +331,19 @@ class TextEnv(gym.Env[str, str]):
             for term in ("format", "validity"):
                 weights[term] = weights.get(term, 0.0) + invalid_penalty
         self.reward_weights = weights
-        line_chars = task.max_line_chars + 1
         if max_action_chars is None:
-            max_action_chars = line_chars if interaction == "step" else line_chars * max_steps
+            max_action_chars = task.max_line_chars + 1 if interaction == "step" else completion_chars(task, max_steps)
         self.max_action_chars = max_action_chars
+        # As many actions as the lines of the longest completion: a step-mode episode of
+        # an output never ends before the completion-mode replay of it would.
+        self.max_turns = completion_chars(task, max_steps)
         self.action_space = TextSpace(max_length=max_action_chars, charset=task.charset)
         self.observation_space = TextSpace(max_length=task.max_observation_chars, charset=task.charset)
         self.problem: Any = None
         self.episode: Episode | None = None
         self.done = False
+        self.turns = 0
+        self.reward_terms: dict[str, float] = {}  # the weighted terms now (their sum is the return so far)
         self.last: StepResult | None = None
         self.invalid_lines: list[dict[str, Any]] = []
 
@@ -316,14 +357,17 @@ class TextEnv(gym.Env[str, str]):
         super().reset(seed=seed)
         options = options or {}
         if options.get("problem") is not None:
-            self.problem = self.task.coerce_problem(options["problem"])
+            problem = self.task.coerce_problem(options["problem"])
         else:
             index = options.get("index")
             if index is None:
                 index = int(self.np_random.integers(0, 2**62))
-            self.problem = self.task.generate(int(index), self.split)
-        self.episode = Episode(self.task, self.problem, backtrack=self.backtrack, backtrack_token=self.backtrack_token)
+            problem = self.task.generate(int(index), self.split)
+        self.episode = Episode(self.task, problem, backtrack=self.backtrack, backtrack_token=self.backtrack_token)
+        self.problem = problem
         self.done = False
+        self.turns = 0
+        self.reward_terms = breakdown(self.episode.stats, self.reward_weights)
         self.last = None
         self.invalid_lines = []
         return self.task.prompt(self.problem), self._info()
@@ -341,7 +385,8 @@ class TextEnv(gym.Env[str, str]):
         if not isinstance(action, str):
             raise TypeError(f"an action is a str, got {type(action).__name__}")
         episode = self.episode
-        before = self._score()
+        before = sum(self.reward_terms.values())
+        self.turns += 1
         self.invalid_lines = []
         if len(action) > self.max_action_chars:
             episode.stats.steps += 1
@@ -354,15 +399,17 @@ class TextEnv(gym.Env[str, str]):
                 action, max_steps=self.max_steps, stop_on_invalid=self.invalid_policy == "terminate"
             )
         terminated = episode.stats.solved or self._stops(self.last) or self.interaction == "completion"
-        truncated = not terminated and episode.stats.steps >= self.max_steps
+        truncated = not terminated and (episode.stats.steps >= self.max_steps or self.turns >= self.max_turns)
         self.done = terminated or truncated
-        reward = self._score() - before
+        self.reward_terms = breakdown(episode.stats, self.reward_weights)
+        reward = sum(self.reward_terms.values()) - before
         if self.render_mode == "human":
             self.render()
         return self.task.render(self.problem, episode.state), reward, terminated, truncated, self._info()
 
     def _act_line(self, line: str) -> StepResult:
-        """One step-mode action: every action uses the budget, even blank or free text."""
+        """One step-mode action: a step as in completion mode; free text is no step (it
+        uses a turn only), and a blank or multi-line action is one malformed step."""
         episode = self.episode
         if "\n" in line:
             episode.stats.steps += 1
@@ -370,16 +417,10 @@ class TextEnv(gym.Env[str, str]):
         if not line.strip():
             episode.stats.steps += 1
             return episode.reject(line, Invalid("malformed", "empty step"))
-        result = episode.step(line)
-        if not result.counted:
-            episode.stats.steps += 1
-        return result
+        return episode.step(line)
 
     def _stops(self, result: StepResult | None) -> bool:
         return result is not None and result.invalid is not None and self.invalid_policy == "terminate"
-
-    def _score(self) -> float:
-        return score(self.episode.stats, self.reward_weights)
 
     def _info(self) -> dict[str, Any]:
         stats = self.episode.stats
@@ -391,6 +432,7 @@ class TextEnv(gym.Env[str, str]):
             "backtrack": self.backtrack,
             "backtrack_token": self.backtrack_token,
             "steps": stats.steps,
+            "turns": self.turns,
             "valid_steps": stats.valid,
             "invalid_steps": stats.invalid,
             "malformed_steps": stats.malformed,
@@ -401,7 +443,7 @@ class TextEnv(gym.Env[str, str]):
             "last_valid": last is not None and last.invalid is None,
             "last_reason": None if last is None or last.invalid is None else last.invalid.reason,
             "invalid_lines": list(self.invalid_lines),
-            "reward_terms": breakdown(stats, self.reward_weights),
+            "reward_terms": dict(self.reward_terms),
         }
 
     def render(self) -> str | None:
@@ -417,3 +459,57 @@ class TextEnv(gym.Env[str, str]):
             print(text)
             return None
         return text
+
+
+def completion_chars(task: Task, max_steps: int) -> int:
+    """The longest output a completion-mode env takes by default: ``max_steps`` full lines."""
+    return (task.max_line_chars + 1) * max_steps
+
+
+def step_actions(env: TextEnv, completion: str) -> list[str]:
+    """The actions that play a whole output in a step-mode ``env``: its non-blank lines,
+    stripped, one action each (the lines completion mode would act on, in order).
+
+    An output longer than :func:`completion_chars` is one action, as in completion
+    mode: an over-long action, so one malformed step in either mode.
+    """
+    if len(completion) > completion_chars(env.task, env.max_steps):
+        return [completion]
+    return [line.strip() for line in completion.split("\n") if line.strip()]
+
+
+@dataclass(frozen=True)
+class Played:
+    """What one output earned in an env: its return, each weighted term's share of it
+    (every term of the env's ``reward_weights``), and the last ``info``."""
+
+    total: float
+    terms: dict[str, float]
+    info: dict[str, Any]
+
+
+def play_completion(env: TextEnv, problem: Any, completion: str) -> Played:
+    """Play ``completion`` against ``problem`` (object, dict or JSON) in ``env`` from reset.
+
+    In completion mode the output is the one action; in step mode it is sent as
+    :func:`step_actions` until the episode ends. The env's own settings (budget,
+    caps, invalid policy, weights) decide everything, so this is the one way an
+    output is scored: the TRL reward functions call it too.
+    """
+    if not isinstance(completion, str):
+        raise TypeError(f"a completion is a str, got {type(completion).__name__}")
+    if problem is None:  # reset() would draw a problem of its own
+        task = env.task
+        raise ValueError(f"a {task.name} problem is a {task.problem_type.__name__}, its dict or JSON object, got None")
+    _, info = env.reset(options={"problem": problem})
+    start = info["reward_terms"]
+    actions = [completion] if env.interaction == "completion" else step_actions(env, completion)
+    total = 0.0
+    for action in actions:
+        if env.done:
+            break
+        _, reward, _, _, info = env.step(action)
+        total += reward
+    end = info["reward_terms"]
+    terms = {term: end.get(term, 0.0) - start.get(term, 0.0) for term in env.reward_weights}
+    return Played(total, terms, info)

@@ -3,8 +3,9 @@
 TRL's ``GRPOTrainer`` calls each reward function as
 ``f(prompts=..., completions=..., **columns) -> list[float]`` where ``columns`` are
 the data set's other columns. Here the problem travels as a column; a completion is
-replayed through the task's rules exactly as the env's completion mode does, and
-scored by the same terms, so training and evaluation agree.
+played in a completion-mode env built with the given env settings
+(:func:`~backtrack_gym.envs.core.play_completion`), so its reward is, term by
+term, the env's return: training and evaluation cannot disagree.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from backtrack_gym.envs.core import BACKTRACK, Episode, Task
+from backtrack_gym.envs.core import Task, TextEnv, play_completion
 from backtrack_gym.rewards.terms import EpisodeStats, check_weights, score
 
 RewardFunc = Callable[..., list[float]]
@@ -29,22 +30,24 @@ def completion_text(completion: Any) -> str:
     raise TypeError(f"a completion is a str or a list of messages, got {type(completion).__name__}")
 
 
+def completion_env(task: Task, **env_settings: Any) -> TextEnv:
+    """The completion-mode env that scores outputs; ``env_settings`` are :class:`TextEnv`'s
+    keywords (``backtrack``, ``max_steps``, ``invalid_policy``, ``reward_weights``, ...)."""
+    if "interaction" in env_settings:
+        raise TypeError("completions are scored in completion mode; pass no 'interaction'")
+    return TextEnv(task, interaction="completion", **env_settings)
+
+
 def replay_stats(
-    task: Task,
-    problem: Any,
-    completion: Any,
-    *,
-    backtrack: bool = True,
-    backtrack_token: str = BACKTRACK,
-    max_steps: int = 64,
+    task: Task, problem: Any, completion: Any, *, backtrack: bool = True, **env_settings: Any
 ) -> EpisodeStats:
-    """Replay one completion against ``problem`` (object, dict or JSON) and count what happened."""
-    episode = Episode(task, task.coerce_problem(problem), backtrack=backtrack, backtrack_token=backtrack_token)
-    episode.run(completion_text(completion), max_steps=max_steps)
-    return episode.stats
+    """Play one completion against ``problem`` (object, dict or JSON) and count what happened.
 
+    The env is :func:`completion_env` ``(task, backtrack=backtrack, **env_settings)``.
+    """
+    env = completion_env(task, backtrack=backtrack, **env_settings)
+    return stats_from_info(play_completion(env, problem, completion_text(completion)).info)
 
-StatsOf = Callable[[Sequence[Any], dict[str, Any]], list[EpisodeStats]]
 
 # Episode facts worth a curve of their own; logged through zero-weight reward functions.
 METRICS: dict[str, Callable[[EpisodeStats], float]] = {
@@ -53,33 +56,39 @@ METRICS: dict[str, Callable[[EpisodeStats], float]] = {
     "invalid_steps": lambda stats: float(stats.invalid),
 }
 
+# Per completion of a batch: each term's reward and the episode's counts.
+Scored = tuple[dict[str, float], EpisodeStats]
+ScoreBatch = Callable[[Sequence[Any], dict[str, Any]], list[Scored]]
+
 
 def trl_reward_functions(
     task: Task,
-    weights: Mapping[str, float] | None = None,
+    reward_weights: Mapping[str, float] | None = None,
     *,
     problem_column: str = "problem",
-    backtrack: bool = True,
-    backtrack_token: str = BACKTRACK,
-    max_steps: int = 64,
     metrics: bool = False,
+    **env_settings: Any,
 ) -> list[RewardFunc]:
-    """One TRL reward function per weighted term, named ``<task>_<term>`` for TRL's logs.
+    """One TRL reward function per term of the env's weights, named ``<task>_<term>`` for TRL's logs.
 
-    Each completion is replayed against the problem in ``problem_column``. The weights
+    Each completion is played against the problem in ``problem_column`` in
+    :func:`completion_env` ``(task, reward_weights=reward_weights, **env_settings)``,
+    so the rewards are that env's return, term by term: same step budget, action
+    cap, backtracking and invalid policy (its defaults are the env's too). The terms
+    are the env's ``reward_weights``, which under ``invalid_policy="penalize"`` (the
+    default) include ``format`` and ``validity`` at ``invalid_penalty``. The weights
     are folded into each function, so give them to TRL unweighted; one term per
     function makes TRL log each term as its own curve. With ``metrics`` the functions
     of :data:`METRICS` follow (give them weight 0: they are curves, not rewards).
     """
+    env = completion_env(task, reward_weights=reward_weights, **env_settings)
 
-    def stats_of(completions: Sequence[Any], columns: dict[str, Any]) -> list[EpisodeStats]:
+    def score_batch(completions: Sequence[Any], columns: dict[str, Any]) -> list[Scored]:
         problems = _column(columns, problem_column, len(completions))
-        return [
-            replay_stats(task, p, c, backtrack=backtrack, backtrack_token=backtrack_token, max_steps=max_steps)
-            for p, c in zip(problems, completions, strict=True)
-        ]
+        played = [play_completion(env, p, completion_text(c)) for p, c in zip(problems, completions, strict=True)]
+        return [(result.terms, stats_from_info(result.info)) for result in played]
 
-    return _functions(task.name, weights, metrics, stats_of)
+    return _functions(task.name, env.reward_weights, metrics, _LastBatch(score_batch, problem_column))
 
 
 def episode_reward_functions(
@@ -91,12 +100,15 @@ def episode_reward_functions(
 ) -> list[RewardFunc]:
     """Like :func:`trl_reward_functions` for multi-turn rollouts: each episode is scored from
     its final ``info`` (a column the rollout passes), not by replaying the text, which
-    interleaves the env's observations."""
+    interleaves the env's observations. ``weights`` must be the envs' ``reward_weights``
+    (which fold in an invalid penalty) for the rewards to be their returns."""
+    checked = check_weights(weights if weights is not None else {"correct": 1.0})
 
-    def stats_of(completions: Sequence[Any], columns: dict[str, Any]) -> list[EpisodeStats]:
-        return [stats_from_info(info) for info in _column(columns, info_column, len(completions))]
+    def score_batch(completions: Sequence[Any], columns: dict[str, Any]) -> list[Scored]:
+        stats = [stats_from_info(info) for info in _column(columns, info_column, len(completions))]
+        return [({term: score(s, {term: w}) for term, w in checked.items()}, s) for s in stats]
 
-    return _functions(task_name, weights, metrics, stats_of)
+    return _functions(task_name, checked, metrics, _LastBatch(score_batch, info_column))
 
 
 def stats_from_info(info: Mapping[str, Any]) -> EpisodeStats:
@@ -121,21 +133,41 @@ def _column(columns: dict[str, Any], name: str, size: int) -> Sequence[Any]:
     return values
 
 
-def _functions(prefix: str, weights: Mapping[str, float] | None, metrics: bool, stats_of: StatsOf) -> list[RewardFunc]:
-    checked = check_weights(weights if weights is not None else {"correct": 1.0})
-    scorers = {term: partial(_weighted, term, w) for term, w in checked.items()}
+class _LastBatch:
+    """Scores a batch once for all the functions of one call: TRL calls each on the same batch."""
+
+    def __init__(self, score_batch: ScoreBatch, column: str):
+        self.score_batch = score_batch
+        self.column = column
+        self.key: tuple[list[Any], list[Any]] | None = None
+        self.scored: list[Scored] = []
+
+    def __call__(self, completions: Sequence[Any], columns: dict[str, Any]) -> list[Scored]:
+        key = (list(completions), list(columns.get(self.column, ())))
+        if key != self.key:
+            self.scored = self.score_batch(completions, columns)
+            self.key = key
+        return self.scored
+
+
+def _functions(prefix: str, weights: Mapping[str, float], metrics: bool, scored_of: _LastBatch) -> list[RewardFunc]:
+    scorers: dict[str, Callable[[Scored], float]] = {term: partial(_term, term) for term in weights}
     if metrics:
-        scorers.update(METRICS)
-    return [_named(f"{prefix}_{name}", scorer, stats_of) for name, scorer in scorers.items()]
+        scorers.update({name: partial(_metric, metric) for name, metric in METRICS.items()})
+    return [_named(f"{prefix}_{name}", scorer, scored_of) for name, scorer in scorers.items()]
 
 
-def _weighted(term: str, weight: float, stats: EpisodeStats) -> float:
-    return score(stats, {term: weight})
+def _term(term: str, scored: Scored) -> float:
+    return scored[0][term]
 
 
-def _named(name: str, scorer: Callable[[EpisodeStats], float], stats_of: StatsOf) -> RewardFunc:
+def _metric(metric: Callable[[EpisodeStats], float], scored: Scored) -> float:
+    return metric(scored[1])
+
+
+def _named(name: str, scorer: Callable[[Scored], float], scored_of: _LastBatch) -> RewardFunc:
     def reward(prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any) -> list[float]:
-        return [scorer(stats) for stats in stats_of(completions, columns)]
+        return [scorer(scored) for scored in scored_of(completions, columns)]
 
     reward.__name__ = name
     return reward

@@ -30,10 +30,12 @@ def final_grid(text: str, size: int) -> list[int] | None:
 
 
 def grid_score(problem: SudokuProblem, text: str, partial_credit: bool = False) -> float:
-    """1.0 when ``text`` ends with the solved grid, else 0.0; with ``partial_credit`` the share
-    of the puzzle's blank cells the grid fills with their solution digit (givens earn nothing)."""
+    """1.0 when ``text`` ends with the solved grid (the grid :func:`~backtrack_gym.envs.sudoku.check_grid`
+    accepts), else 0.0; with ``partial_credit`` the share of the puzzle's blank cells the grid fills with
+    their solution digit (givens earn nothing). A grid that does not keep every given, changed or
+    blanked, answers another puzzle: it scores 0.0 either way."""
     cells = final_grid(text, problem.size)
-    if cells is None:
+    if cells is None or any(given and digit != given for given, digit in zip(problem.puzzle, cells, strict=True)):
         return 0.0
     pairs = [
         (digit, answer)

@@ -1,3 +1,4 @@
+import json
 from collections import Counter
 from fractions import Fraction
 
@@ -34,6 +35,7 @@ from backtrack_gym.envs.countdown import (
     verify_answer,
 )
 from backtrack_gym.envs.countdown.rules import apply_step, legal_steps
+from backtrack_gym.rewards import trl_reward_functions
 
 ENV_ID = "backtrack_gym/CountDown-v0"
 PROBLEM = {"numbers": [2, 3, 4, 9], "target": 24}
@@ -285,6 +287,32 @@ def test_pinned_problem_and_index():
         env.reset(options={"problem": {"numbers": "abc"}})
     with pytest.raises(ValueError):
         env.reset(options={"problem": "{not json"})
+
+
+@pytest.mark.parametrize("interaction", ["step", "completion"])
+@pytest.mark.parametrize("problem", ["[1,2,3]", 5, "null", '"abc"', [1, 2, 3], 2.5])
+def test_a_pinned_problem_that_is_not_an_object_is_a_value_error(problem, interaction):
+    env = CountDownEnv(interaction=interaction)
+    with pytest.raises(ValueError, match="a countdown problem is a CountDownProblem, its dict or JSON object"):
+        env.reset(options={"problem": problem})
+
+
+@pytest.mark.parametrize("use_all_numbers", [False, True])
+def test_a_problem_solved_at_reset_is_a_value_error_everywhere(use_all_numbers):
+    # The target given among the numbers (or, using all numbers, as the only one) leaves nothing to do.
+    solved = {"numbers": [24, 3], "target": 24} if not use_all_numbers else {"numbers": [24], "target": 24}
+    for interaction in ("step", "completion"):
+        env = CountDownEnv(interaction=interaction, use_all_numbers=use_all_numbers)
+        with pytest.raises(ValueError, match="already solved at the start"):
+            env.reset(options={"problem": solved})
+    task = CountDownTask(CountDownConfig(use_all_numbers=use_all_numbers))
+    (correct,) = trl_reward_functions(task, invalid_policy="ignore")
+    with pytest.raises(ValueError, match="already solved at the start"):
+        correct(completions=["24 - 3 = 21"], problem=[json.dumps(solved)])
+    # Using all numbers, 24 and 3 still need a step: that problem plays.
+    if use_all_numbers:
+        env.reset(options={"problem": {"numbers": [24, 3], "target": 24}})
+        assert not env.step("24 * 3 = 72")[4]["solved"]
 
 
 def test_backtrack_round_trip():

@@ -256,14 +256,17 @@ def test_backtrack_off_and_bad_tokens():
             MathEnv(backtrack=True, backtrack_token=token)
 
 
-def test_free_text_is_a_no_op_that_uses_the_step_budget():
-    env = MathEnv(max_steps=3)
+def test_free_text_is_a_no_op_that_uses_a_turn_but_no_step():
+    # As in completion mode, so both modes earn the same return; the turn limit ends endless free text.
+    env = MathEnv(max_steps=2)
     env.reset(options={"problem": PROBLEM})
     _, reward, _, truncated, info = env.step("Let me think about the pens.")
     assert reward == 0.0 and info["last_valid"] and info["valid_steps"] == 0 and not truncated
+    assert info["steps"] == 0 and info["turns"] == 1
     env.step("3 * 4 = 12")
-    _, _, terminated, truncated, info = env.step("More thinking")
-    assert truncated and not terminated and info["steps"] == 3
+    env.step("More thinking")
+    _, _, terminated, truncated, info = env.step("1 + 1 = 2")
+    assert truncated and not terminated and info["steps"] == 2 and info["turns"] == 4
 
 
 def test_reset_seed_is_deterministic_and_pins_problems():
@@ -397,12 +400,10 @@ def test_any_text_is_a_defined_outcome(text, interaction):
 def test_step_sequences_keep_the_state_consistent(lines):
     env = MathEnv(backtrack=True, max_steps=100)
     env.reset(options={"problem": PROBLEM})
-    free_text = 0
     for line in lines:
         obs, _, terminated, truncated, info = env.step(line)
-        free_text += line == "hmm"  # a step-mode action, but no step
         assert env.observation_space.contains(obs)
-        assert info["steps"] == info["valid_steps"] + info["invalid_steps"] + info["backtracks"] + free_text
+        assert info["steps"] == info["valid_steps"] + info["invalid_steps"] + info["backtracks"]  # "hmm" is no step
         applied = len(info["state"]["lines"]) + (info["state"]["answer"] is not None)
         assert applied == info["valid_steps"] - info["backtracks"]
         if terminated or truncated:

@@ -455,7 +455,7 @@ def test_math_answer_reward_scores_free_form_completions():
 
 def test_trl_reward_functions_replay_completions_like_the_env():
     task = MathTask()
-    correct, validity = trl_reward_functions(task, {"correct": 1.0, "validity": 0.5})
+    correct, validity = trl_reward_functions(task, {"correct": 1.0, "validity": 0.5}, invalid_policy="ignore")
     problems = [json.dumps(task.generate(0).to_dict())] * 2
     good = task.reference_text(task.generate(0))
     bad = "1 + 1 = 3\nAnswer: 0"

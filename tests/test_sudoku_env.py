@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 import backtrack_gym  # noqa: F401  (registers the envs)
 from backtrack_gym.agents import OracleAgent, RandomAgent, info_at, play, summarize
 from backtrack_gym.envs import BACKTRACK, make_task
-from backtrack_gym.envs.sudoku import SudokuConfig, SudokuEnv, SudokuProblem, SudokuTask, generate
+from backtrack_gym.envs.sudoku import SudokuConfig, SudokuEnv, SudokuProblem, SudokuTask, generate, verify_grid
 from backtrack_gym.envs.sudoku.structured import SudokuGridEnv
 from backtrack_gym.rewards import replay_stats, sudoku_grid_reward, trl_reward_functions
 
@@ -119,6 +119,22 @@ def test_pinned_problem_and_index():
             env.reset(options={"problem": bad})
 
 
+@pytest.mark.parametrize("problem", ["[1,2,3]", 5, "null", '"abc"', [1, 2, 3]])
+def test_a_pinned_problem_that_is_not_an_object_is_a_value_error(problem):
+    with pytest.raises(ValueError, match="a sudoku problem is a SudokuProblem, its dict or JSON object"):
+        SudokuEnv(size=4).reset(options={"problem": problem})
+
+
+def test_a_full_grid_is_solved_at_reset_and_a_value_error_everywhere():
+    full = {"size": 4, "puzzle": SOLUTION.replace("\n", "")}
+    for interaction in ("step", "completion"):
+        with pytest.raises(ValueError, match="already solved at the start"):
+            SudokuEnv(size=4, interaction=interaction).reset(options={"problem": full})
+    (correct,) = trl_reward_functions(SudokuTask(SudokuConfig(size=4)), invalid_policy="ignore")
+    with pytest.raises(ValueError, match="already solved at the start"):
+        correct(completions=["r1c1=2"], problem=[full])
+
+
 def test_placements_backtrack_round_trip_and_solve():
     env = env4(backtrack=True)
     obs, reward, terminated, _, info = env.step("r1c2=3")  # legal, but the solution has 1 there
@@ -204,7 +220,7 @@ def test_progress_counts_correct_blanks_and_not_givens():
 
 def test_trl_reward_functions_on_right_and_wrong_completions():
     task = SudokuTask(SudokuConfig(size=4))
-    correct, progress = trl_reward_functions(task, {"correct": 1.0, "progress": 1.0})
+    correct, progress = trl_reward_functions(task, {"correct": 1.0, "progress": 1.0}, invalid_policy="ignore")
     assert correct.__name__ == "sudoku_correct" and progress.__name__ == "sudoku_progress"
     right = "\n".join(SOLUTION_LINES)
     half = "\n".join([*SOLUTION_LINES[:6], "r4c4=3"])
@@ -237,6 +253,32 @@ def test_grid_answer_reward_with_and_without_partial_credit():
     assert copied == [0.0]
     with pytest.raises(KeyError):
         correct(prompts=None, completions=[SOLUTION])
+
+
+def test_grid_reward_needs_the_givens():
+    problem = {"size": 4, "puzzle": "....4.3.21......"}
+    solution = "1324423121433412"
+    wrong_givens = "1324121111433412"  # every blank right, the givens overwritten
+    blanked_givens = "1324.2.1..433412"
+    correct, partial = sudoku_grid_reward(), sudoku_grid_reward(partial_credit=True)
+    completions = [solution, wrong_givens, blanked_givens]
+    assert correct(completions=completions, problem=[problem] * 3) == [1.0, 0.0, 0.0]
+    assert partial(completions=completions, problem=[problem] * 3) == [1.0, 0.0, 0.0]
+
+
+def test_grid_reward_agrees_with_check_grid_on_random_grids():
+    rng = np.random.default_rng(0)
+    problem = SudokuProblem.from_dict(PROBLEM)
+    correct = sudoku_grid_reward()
+    grids = []
+    for _ in range(500):
+        cells = list(problem.solution)
+        for cell in rng.choice(16, size=int(rng.integers(0, 3)), replace=False):
+            cells[cell] = int(rng.integers(0, 5))  # a digit, or 0 for a blank
+        grids.append("".join(str(d) if d else "." for d in cells))
+    rewards = correct(completions=grids, problem=[PROBLEM] * len(grids))
+    assert rewards == [float(verify_grid(problem, grid)) for grid in grids]
+    assert 0 < sum(rewards) < len(grids)
 
 
 # --- agents and traces -----------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any
 
 from backtrack_gym.config import check_at_least, check_choice, check_positive, check_task
 from backtrack_gym.envs import TASK_ENV_IDS
-from backtrack_gym.envs.core import Episode, Task
+from backtrack_gym.envs.core import Task, TextEnv, play_completion
 from backtrack_gym.train.compute import DecoderShape
 from backtrack_gym.train.estimators import maj_at_k, pass_at_k
 
@@ -217,6 +217,9 @@ class _Evaluator:
         self.shape = DecoderShape.from_config(model.config)
         self.problems = [task.generate(index, config.split) for index in range(config.n)]
         self.records: list[dict[str, Any]] = [{} for _ in self.problems]
+        # The settings of every episode played, and of the replays of cut ones.
+        self.env_settings = {"backtrack": config.backtrack, "max_steps": config.max_env_steps}
+        self.replay_env = TextEnv(task, interaction="completion", **self.env_settings)
 
     def problem_records(self) -> list[dict[str, Any]]:
         """Per problem: its index and data, then one entry per method (filled as methods run)."""
@@ -309,9 +312,8 @@ class _Evaluator:
                 gym.make(
                     TASK_ENV_IDS[config.task],
                     interaction=config.interaction,
-                    backtrack=config.backtrack,
                     split=config.split,
-                    max_steps=config.max_env_steps,
+                    **self.env_settings,
                     **config.task_config,
                 )
                 for _ in batch
@@ -378,9 +380,8 @@ class _Evaluator:
             return {"solved": bool(episode.info["solved"]), "tokens": len(model_tokens), "flops": cost}
         text = self.tokenizer.decode(model_tokens, skip_special_tokens=True)
         text = text[: text.rfind("\n") + 1]  # a line cut short is not written
-        replay = Episode(self.task, problem, backtrack=self.config.backtrack)
-        replay.run(text, max_steps=self.config.max_env_steps)
-        return {"solved": replay.stats.solved, "tokens": len(model_tokens), "flops": cost}
+        solved = play_completion(self.replay_env, problem, text).info["solved"]
+        return {"solved": solved, "tokens": len(model_tokens), "flops": cost}
 
 
 def _split_tokens(episode: Any, budget: int | None = None) -> tuple[list[int], list[int]]:

@@ -59,7 +59,9 @@ class GRPORunConfig:
         interaction: ``completion`` (single turn) or ``step`` (multi turn through the LM agent).
         backtrack: whether ``<backtrack>`` lines undo steps in the envs.
         reward_weights: weights of the reward terms (``correct``, ``progress``, ``format``,
-            ``validity``, ``length``, ``backtrack``).
+            ``validity``, ``length``, ``backtrack``): the whole training reward, which is the
+            env's return (see :func:`episode_settings`; invalid steps cost only through
+            ``format`` and ``validity``).
         n_prompts: training problems (train split).
         first_index: index of the first training problem; start past the SFT data so
             GRPO practises on problems the model has not memorised.
@@ -178,6 +180,20 @@ class GRPORunConfig:
         return self
 
 
+def episode_settings(config: GRPORunConfig) -> dict[str, Any]:
+    """The env settings both paths play and score episodes with, so a training reward is the env's return.
+
+    ``invalid_policy="ignore"``: the reward is ``reward_weights`` alone (weight ``format`` and
+    ``validity`` to charge for invalid steps), and an invalid step does not end the episode.
+    """
+    return {
+        "backtrack": config.backtrack,
+        "max_steps": config.max_env_steps,
+        "invalid_policy": "ignore",
+        "reward_weights": config.reward_weights,
+    }
+
+
 def prompt_dataset(task: Any, n: int, split: str = "train", first_index: int = 0) -> Any:
     """Rows ``prompt`` (what the model sees, as in SFT) and ``problem`` (JSON) for ``n`` items from ``first_index``."""
     import datasets
@@ -266,8 +282,8 @@ class StepRollout:
             max_episode_tokens=config.max_completion_length,
             seed=config.seed * 1_000_003 + stream,
         )
-        env_args = {"interaction": "step", "backtrack": config.backtrack, "max_steps": config.max_env_steps}
-        envs = [gym.make(TASK_ENV_IDS[config.task], **env_args, **config.task_config) for _ in problems]
+        env_args = {"interaction": "step", **episode_settings(config), **config.task_config}
+        envs = [gym.make(TASK_ENV_IDS[config.task], **env_args) for _ in problems]
         try:
             agent = LMAgent(model, self.tokenizer, sampling, logits_processor=no_backspace)
             return agent.rollout(envs, options=[{"problem": problem} for problem in problems])
@@ -405,8 +421,8 @@ def run_grpo(config: GRPORunConfig) -> Path:
     """Train and save the model (with its tokenizer) to ``<output_dir>/final``; returns that path."""
     from trl import GRPOConfig
 
-    from backtrack_gym.envs import make_task
-    from backtrack_gym.rewards import episode_reward_functions, trl_reward_functions
+    from backtrack_gym.envs import TextEnv, make_task
+    from backtrack_gym.rewards import METRICS, episode_reward_functions, trl_reward_functions
     from backtrack_gym.train.models import load_pretrained
 
     config.validate()
@@ -415,15 +431,17 @@ def run_grpo(config: GRPORunConfig) -> Path:
     tokenizer, model = load_pretrained(config.model)
     dataset = prompt_dataset(task, config.n_prompts, first_index=config.first_index)
     step_mode = config.interaction == "step"
+    settings = episode_settings(config)
     if step_mode:
-        funcs = episode_reward_functions(task.name, config.reward_weights, info_column=INFO_COLUMN, metrics=True)
+        # The rollout's envs' own weights (an invalid penalty folded in), so a reward is their return.
+        env_weights = TextEnv(task, interaction="step", **settings).reward_weights
+        funcs = episode_reward_functions(task.name, env_weights, info_column=INFO_COLUMN, metrics=True)
         rollout = StepRollout(config, tokenizer, task, dict(zip(dataset["prompt"], dataset["problem"], strict=True)))
     else:
-        funcs = trl_reward_functions(
-            task, config.reward_weights, backtrack=config.backtrack, max_steps=config.max_env_steps, metrics=True
-        )
+        funcs = trl_reward_functions(task, **settings, metrics=True)
         rollout = None
-    weights = [1.0] * len(config.reward_weights) + [0.0] * (len(funcs) - len(config.reward_weights))
+    terms = len(funcs) - len(METRICS)
+    weights = [1.0] * terms + [0.0] * len(METRICS)
     samples = CompletionLog(funcs[0], config.samples_to_log)
     funcs[0] = samples
     checkpoint = last_checkpoint(output) if config.resume else None

@@ -21,6 +21,7 @@ class CountDownTask(Task[CountDownProblem, State, rules.Step]):
     name = "countdown"
     charset = string.ascii_letters + string.digits + " +-*/=()|:<>\n"
     max_line_chars = 128
+    default_max_steps = 16
 
     def __init__(self, config: CountDownConfig | None = None):
         self.config = (config or CountDownConfig()).validate()
@@ -128,17 +129,15 @@ class CountDownEnv(TextEnv):
     ``config`` (a :class:`CountDownConfig`) or any of its fields as keywords
     (``num_count``, ``number_min``, ``number_max``, ``target_min``, ``target_max``,
     ``held_out_fraction``, ``seed``, ``allow_negative``, ``allow_fractions``,
-    ``use_all_numbers``); and ``split``, ``interaction``, ``backtrack``,
-    ``max_steps``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
+    ``use_all_numbers``); ``max_steps`` (default 16); and ``split``,
+    ``interaction``, ``backtrack``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
     ``max_action_chars``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.
     """
 
-    def __init__(
-        self, config: CountDownConfig | Mapping[str, Any] | None = None, *, max_steps: int = 16, **kwargs: Any
-    ):
+    def __init__(self, config: CountDownConfig | Mapping[str, Any] | None = None, **kwargs: Any):
         config_fields = {k: kwargs.pop(k) for k in list(kwargs) if k in CountDownConfig.field_names()}
         if isinstance(config, Mapping):
             config = CountDownConfig(**config)
         config = replace(config or CountDownConfig(), **config_fields)
-        super().__init__(CountDownTask(config), max_steps=max_steps, **kwargs)
+        super().__init__(CountDownTask(config), **kwargs)

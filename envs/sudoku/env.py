@@ -26,6 +26,8 @@ class SudokuTask(Task[SudokuProblem, State, Step]):
         self.config = (config or SudokuConfig()).validate()
         self.size = self.config.size
         self.board = rules.shape(self.size)
+        # Room for every cell plus a search's wrong placements and their backtracks.
+        self.default_max_steps = 4 * self.board.cells
         # The observation is the board: size rows of size characters, newline separated.
         self.max_observation_chars = self.size * (self.size + 1)
 
@@ -39,10 +41,7 @@ class SudokuTask(Task[SudokuProblem, State, Step]):
         return self._check_size(SudokuProblem.from_dict(data))
 
     def coerce_problem(self, problem: Any) -> SudokuProblem:
-        problem = super().coerce_problem(problem)
-        if not isinstance(problem, SudokuProblem):
-            raise ValueError(f"a problem is a SudokuProblem, its dict or JSON, got {type(problem).__name__}")
-        return self._check_size(problem)
+        return self._check_size(super().coerce_problem(problem))
 
     def _check_size(self, problem: SudokuProblem) -> SudokuProblem:
         if problem.size != self.size:
@@ -170,13 +169,8 @@ class SudokuEnv(TextEnv):
     :class:`backtrack_gym.envs.core.TextEnv`.
     """
 
-    def __init__(
-        self, config: SudokuConfig | Mapping[str, Any] | None = None, *, max_steps: int | None = None, **kwargs: Any
-    ):
+    def __init__(self, config: SudokuConfig | Mapping[str, Any] | None = None, **kwargs: Any):
         config_fields = {k: kwargs.pop(k) for k in list(kwargs) if k in SudokuConfig.field_names()}
         if isinstance(config, Mapping):
             config = SudokuConfig(**config)
-        task = SudokuTask(replace(config or SudokuConfig(), **config_fields))
-        # Room for every cell plus a search's wrong placements and their backtracks.
-        max_steps = 4 * task.board.cells if max_steps is None else max_steps
-        super().__init__(task, max_steps=max_steps, **kwargs)
+        super().__init__(SudokuTask(replace(config or SudokuConfig(), **config_fields)), **kwargs)
