@@ -468,10 +468,12 @@ def completion_chars(task: Task, max_steps: int) -> int:
 
 def step_actions(env: TextEnv, completion: str) -> list[str]:
     """The actions that play a whole output in a step-mode ``env``: its non-blank lines,
-    stripped, one action each (the lines completion mode would act on, in order).
+    stripped, one action each (the lines completion mode acts on, in order).
 
     An output longer than :func:`completion_chars` is one action, as in completion
-    mode: an over-long action, so one malformed step in either mode.
+    mode: an over-long action, so one malformed step in either mode. With the default
+    action caps, the step-mode return of these actions is the completion-mode return
+    of the output under the same settings (``tests/test_scoring.py`` checks it).
     """
     if len(completion) > completion_chars(env.task, env.max_steps):
         return [completion]

@@ -1,9 +1,9 @@
 """Reward terms: each one maps the facts of an episode to a number.
 
 Every reward in backtrack-gym is a weighted sum of these terms, computed from an
-:class:`EpisodeStats`. The env (both interaction modes) and the TRL adapter build the
-stats the same way (by replaying steps through the task's rules) and score them
-here, so a completion earns the same reward in training and in the env.
+:class:`EpisodeStats`. The env counts the same stats in both interaction modes, and
+the TRL adapter scores a completion by playing it in a completion-mode env with the
+settings it is given, so a completion earns the same reward in training and in the env.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ class EpisodeStats:
     """Counts of what happened in an episode so far.
 
     Attributes:
-        steps: lines acted on (valid, invalid and backtrack lines; blank lines and
-            free text that a grammar allows are not steps).
+        steps: lines acted on (valid, invalid and backtrack lines; free text that a
+            grammar allows and the blank lines of a completion are not steps).
         valid: steps applied by the rules.
         malformed: lines the grammar could not parse.
         illegal: parsed steps the rules rejected (including a backtrack when
