@@ -255,7 +255,7 @@ class LMAgent:
     """A Hugging Face causal LM as a policy over a batch of backtrack-gym envs.
 
     Args:
-        model: any causal LM taking ``past_key_values``, a 2D ``attention_mask``,
+        model: any causal LM taking a ``cache`` (the KV cache), a 2D ``attention_mask``,
             ``position_ids`` and ``logits_to_keep`` (every HF decoder does).
         tokenizer: its tokenizer; must have ``<bksp>``, ``<backtrack>``, eos and pad
             (see :mod:`backtrack_gym.train.tokenizer`).
@@ -506,11 +506,11 @@ class _Decoder:
             input_ids=torch.tensor(ids, device=self.device),
             attention_mask=self.mask[:, :end],
             position_ids=torch.tensor(positions, device=self.device),
-            past_key_values=self.cache,
+            cache=self.cache,
             use_cache=True,
             logits_to_keep=1,
         )
-        self.cache = out.past_key_values
+        self.cache = out.cache
         return out.logits[:, -1].float()
 
 

@@ -298,7 +298,7 @@ class HFExpander:
     uses a ``torch.Generator`` seeded per call, so a call is deterministic.
 
     Args:
-        model: a causal LM taking ``past_key_values``, a 2D ``attention_mask``,
+        model: a causal LM taking a ``cache`` (the KV cache), a 2D ``attention_mask``,
             ``position_ids`` and ``logits_to_keep``.
         tokenizer: its tokenizer, with ``<backtrack>``, eos and pad tokens.
         max_batch: most sequences decoded at once (prompts are chunked to fit).
@@ -350,11 +350,11 @@ class HFExpander:
                     input_ids=ids,
                     attention_mask=mask,
                     position_ids=positions,
-                    past_key_values=cache,
+                    cache=cache,
                     use_cache=True,
                     logits_to_keep=1,
                 )
-                cache = out.past_key_values
+                cache = out.cache
                 scores = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)
                 token = torch.multinomial(scores.exp(), 1, generator=generator)
                 tokens.append(token[:, 0])

@@ -169,7 +169,7 @@ def test_dynamic_sampling_replaces_groups_that_score_alike_with_fresh_problems()
     output = rollout(prompts, trainer)
     assert not any(info["solved"] for info in output[INFO_COLUMN])
     # Each round replaced both groups; the second round's problems are the ones played.
-    assert trainer.metrics == {"resampled_groups": [4.0]}
+    assert trainer.metrics["resampled_groups"] == [4.0]
     fresh = [prompt_row(task, index)["prompt"] for index in (14, 15)]  # 10 + 2 data set rows + 2 first replacements
     assert output[EPISODE_PROMPT_COLUMN] == [fresh[0], fresh[0], fresh[1], fresh[1]]
     assert [tokenizer.decode(ids) for ids in output["prompt_ids"]] == output[EPISODE_PROMPT_COLUMN]
@@ -185,6 +185,82 @@ def test_dynamic_sampling_keeps_groups_whose_rewards_differ():
     assert rollout._uniform_groups(prompts, [episode, malformed, episode, episode]) == [2]
     with pytest.raises(ValueError, match="whole groups of 2 identical prompts"):
         rollout._uniform_groups(prompts[1:] + prompts[:1], [episode] * 4)
+
+
+def test_step_rollout_logs_how_its_episodes_ended():
+    info = {"steps": 1, "valid_steps": 1, "malformed_steps": 0, "illegal_steps": 0, "backtracks": 0}
+    info |= {"solved": False, "progress": 0.0}
+
+    def episode(stop_reason: str, truncated: bool, length: int) -> SimpleNamespace:
+        tokens = {"completion_ids": [6] * length, "logprobs": [0.0] * length, "model_mask": [1] * length}
+        return SimpleNamespace(stop_reason=stop_reason, truncated=truncated, info=info, prompt_ids=[5], **tokens)
+
+    episodes = [
+        episode("env", False, 6),  # the env ended it: solved or failed
+        episode("env", True, 10),  # out of env steps
+        episode("eos", False, 2),
+        episode("max_tokens", False, 16),  # cut by the token budget
+    ]
+    _, _, rollout, trainer, prompts = _rollout(0, {"correct": 1.0})
+    rollout._play = lambda model, problems, stream: episodes[: len(problems)]
+    output = rollout(prompts, trainer)
+    assert len(output["completion_ids"]) == 4
+    assert trainer.metrics == {
+        "episodes/clipped_ratio": [0.25],
+        "episodes/step_limit_ratio": [0.25],
+        "episodes/mean_terminated_length": [6.0],
+    }
+    from backtrack_gym.train.grpo import episode_metrics
+
+    assert episode_metrics(episodes[3:]) == {"episodes/clipped_ratio": 1.0, "episodes/step_limit_ratio": 0.0}
+
+
+def test_lm_decoding_uses_the_current_cache_api(recwarn):
+    import gymnasium as gym
+
+    from backtrack_gym.agents.lm import LMAgent, SamplingConfig
+    from backtrack_gym.agents.search import HFExpander
+    from backtrack_gym.envs import make_task
+    from backtrack_gym.train import build_model
+
+    tokenizer = build_tokenizer(make_task("countdown", **TASK_CONFIG))
+    model = build_model("tiny", tokenizer, seed=0)
+    envs = [gym.make("backtrack_gym/CountDown-v0", interaction="step", **TASK_CONFIG) for _ in range(2)]
+    episodes = LMAgent(model, tokenizer, SamplingConfig(max_episode_tokens=12, seed=0)).rollout(envs, seed=0)
+    assert all(len(e.completion_ids) > 1 for e in episodes)  # decoded past the first token, through the cache
+    prompt = tokenizer("Target: 24 | Numbers: 3 4 8\n")["input_ids"]
+    continuations = HFExpander(model, tokenizer)._sample([prompt], 6, 1.0, torch.Generator().manual_seed(0))
+    assert len(continuations[0].token_ids) > 1
+    assert not [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning)]
+
+
+def test_sft_final_has_a_true_model_card_and_loads_with_auto_tokenizer(tmp_path, recwarn):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.set_num_threads(1)
+    output = tmp_path / "sft"
+    config = SFTRunConfig(
+        model="tiny", n_train=16, max_steps=1, batch_size=4, workers=1, task_config=TASK_CONFIG, output_dir=str(output)
+    )
+    final = run_sft(config)
+    assert not [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning)]
+    text = "Target: 24 | Numbers: 3 4 8\n3 * 8 = 24\n<backtrack>\n"
+    tokenizer = build_tokenizer(make_task_for_test())
+    loaded = AutoTokenizer.from_pretrained(final)  # the standard loader, beside a Qwen2 config
+    assert loaded(text)["input_ids"] == tokenizer(text)["input_ids"]
+    assert loaded.decode(loaded(text)["input_ids"]) == text
+    trusted = AutoTokenizer.from_pretrained(final, trust_remote_code=True)  # the class declared beside it
+    assert trusted(text)["input_ids"] == tokenizer(text)["input_ids"]
+    AutoModelForCausalLM.from_pretrained(final)
+    card = (output / "README.md").read_text()
+    assert "None" not in card and "huggingface.co" not in card and "base_model" not in card
+    assert "a `tiny` preset trained from scratch on `dfs` traces, trained with SFT" in card
+
+
+def make_task_for_test():
+    from backtrack_gym.envs import make_task
+
+    return make_task("countdown", **TASK_CONFIG)
 
 
 def _sft_command(output: Path, *extra: str) -> list[str]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -11,6 +13,9 @@ from typing import Any
 
 TENSORBOARD_DIR = "tensorboard"
 FINAL_DIR = "final"
+MODEL_CARD = "README.md"
+TRAINER_STATE = "trainer_state.json"  # the Trainer's, written last in a checkpoint
+CHECKPOINT_NAME = re.compile(r"checkpoint-[0-9]+")
 
 
 def on_gpu() -> bool:
@@ -45,45 +50,179 @@ def atomic_save_dir(target: str | os.PathLike, save: Callable[[Path], None]) -> 
     return target
 
 
+def checkpoint_is_complete(checkpoint: str | os.PathLike) -> bool:
+    """Whether the Trainer finished writing ``checkpoint``.
+
+    The Trainer writes ``trainer_state.json`` last, so a checkpoint is complete when
+    that file reads back with the directory's step; a run killed while saving leaves
+    it missing or cut short.
+    """
+    path = Path(checkpoint)
+    try:
+        state = json.loads((path / TRAINER_STATE).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("global_step") == checkpoint_step(path)
+
+
 def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest complete ``checkpoint-N`` in ``output_dir``, or None."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete ``checkpoint-N`` in ``output_dir``, or None.
 
+    Incomplete newer ones are skipped, with a line naming each: the resumed run writes
+    them again when it reaches their step.
+    """
     path = Path(output_dir)
-    return get_last_checkpoint(str(path)) if path.is_dir() else None
+    if not path.is_dir():
+        return None
+    checkpoints = [p for p in path.iterdir() if CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir()]
+    for checkpoint in sorted(checkpoints, key=checkpoint_step, reverse=True):
+        if checkpoint_is_complete(checkpoint):
+            print(f"resuming from {checkpoint}")
+            return str(checkpoint)
+        print(f"skipping {checkpoint}: incomplete (its {TRAINER_STATE} is missing or unreadable)")
+    return None
 
 
-def checkpoint_step(checkpoint: str | None) -> int:
+def checkpoint_step(checkpoint: str | os.PathLike | None) -> int:
+    """The step in a ``checkpoint-N`` directory's name; 0 for None."""
     return int(Path(checkpoint).name.rsplit("-", 1)[1]) if checkpoint else 0
 
 
-def tensorboard_callback(output_dir: str | os.PathLike, resume_step: int) -> Any:
-    """A TensorBoard callback writing to ``<output_dir>/tensorboard``.
+def train_from_checkpoint(trainer: Any, checkpoint: str | None) -> None:
+    """``trainer.train(resume_from_checkpoint=checkpoint)``, except that a checkpoint of the last step is only loaded.
 
-    One fixed directory keeps a resumed run on the same curve; ``purge_step`` makes
-    TensorBoard drop what the killed run logged after its last checkpoint's step, so each
-    step appears once.
+    Resumed from its last step the Trainer would train one step more (it checks for
+    the end after a step), so a run killed after its last checkpoint would not end
+    with the uninterrupted run's weights.
     """
-    from torch.utils.tensorboard import SummaryWriter
+    if checkpoint is None:
+        trainer.train()
+        return
+    state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
+    max_steps = trainer.args.max_steps if trainer.args.max_steps > 0 else state["max_steps"]
+    if state["global_step"] >= max_steps:
+        print(f"{checkpoint} is the last step's: loading it")
+        trainer._load_from_checkpoint(checkpoint)
+    else:
+        trainer.train(resume_from_checkpoint=checkpoint)
+
+
+def tensorboard_callback(output_dir: str | os.PathLike, resume_step: int) -> Any:
+    """A TensorBoard callback writing to ``<output_dir>/tensorboard``, so that each step shows once.
+
+    One fixed directory keeps a resumed run on the same curve. Every run's events
+    file opens with a restart marker (``SessionLog.START``) at the first step it may
+    log: 0 for a fresh run, ``resume_step + 1`` after the checkpoint of step
+    ``resume_step``. TensorBoard then drops what earlier runs logged from that step
+    on (the UI's loader ignores a directory's first marker, so the fresh run needs
+    one too); a resumed run does not write the arguments and model config again.
+    Within a run each tag is written once per step (the Trainer logs ``epoch`` again
+    in its end-of-training summary). Only the main process writes, and every write is
+    flushed at once, so what was logged before a checkpoint survives a kill.
+    """
     from transformers.integrations import TensorBoardCallback
 
     log_dir = Path(output_dir) / TENSORBOARD_DIR
-    # The checkpoint holds step ``resume_step``; anything logged for a later step is stale.
-    writer = SummaryWriter(log_dir=str(log_dir), purge_step=resume_step + 1 if resume_step else None)
-    return TensorBoardCallback(tb_writer=writer)
+    purge_step = resume_step + 1 if resume_step else 0
+
+    class ResumableTensorBoardCallback(TensorBoardCallback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.last_step: dict[str, int] = {}
+
+        def _init_summary_writer(self, args: Any) -> None:
+            self.tb_writer = self._SummaryWriter(log_dir=str(log_dir), purge_step=purge_step)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if not state.is_world_process_zero:
+                return
+            if resume_step:  # the first run wrote the arguments and model config at step 0
+                if self.tb_writer is None:
+                    self._init_summary_writer(args)
+            else:
+                super().on_train_begin(args, state, control, **kwargs)
+            self.tb_writer.flush()
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            fresh = {key: value for key, value in (logs or {}).items() if self.first_write(key, state.global_step)}
+            super().on_log(args, state, control, logs=fresh, **kwargs)
+
+        def add_text(self, state: Any, tag: str, text: str) -> None:
+            """Write ``text`` under ``tag`` at the current step (main process, once per step)."""
+            if state.is_world_process_zero and self.tb_writer is not None and self.first_write(tag, state.global_step):
+                self.tb_writer.add_text(tag, text, state.global_step)
+                self.tb_writer.flush()
+
+        def first_write(self, tag: str, step: int) -> bool:
+            """Whether ``tag`` is not yet written at ``step``, noting that it now is."""
+            if self.last_step.get(tag) == step:
+                return False
+            self.last_step[tag] = step
+            return True
+
+    return ResumableTensorBoardCallback()
+
+
+def with_model_card(trainer_class: type, card: str) -> type:
+    """``trainer_class`` writing ``card`` where TRL writes its model card (``<output_dir>/README.md``).
+
+    TRL's card is a Hub model's: it names the base model by the config's hub id (None
+    for a preset built from a config or a model loaded from a local directory) and
+    its quick start runs a chat pipeline on ``hub_model_id``.
+    """
+
+    class CardTrainer(trainer_class):
+        def create_model_card(self, *args: Any, **kwargs: Any) -> None:
+            if self.is_world_process_zero():
+                Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
+                (Path(self.args.output_dir) / MODEL_CARD).write_text(card)
+
+    CardTrainer.__name__ = CardTrainer.__qualname__ = trainer_class.__name__
+    return CardTrainer
+
+
+def model_card(trainer_name: str, origin: str, config: Any, base_model: str | None = None) -> str:
+    """The model card of a run of ``config`` (a run config dataclass): what was trained from what, and how to load it.
+
+    ``origin`` says where the weights started (a phrase); ``base_model`` is the Hub id
+    of a pretrained starting model, if there was one.
+    """
+    metadata = "library_name: transformers\ntags:\n- backtrack-gym\n- trl\n- " + trainer_name.lower()
+    if base_model:
+        metadata += f"\nbase_model: {base_model}"
+    return f"""---
+{metadata}
+---
+
+# {Path(config.output_dir).name}
+
+A backtrack-gym `{config.task}` model: {origin}, trained with {trainer_name} (TRL).
+`{FINAL_DIR}/` holds the model, its tokenizer and the run's settings (`{type(config).__name__}.json`);
+`{TENSORBOARD_DIR}/` holds the training curves.
+
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model = AutoModelForCausalLM.from_pretrained("{FINAL_DIR}")
+tokenizer = AutoTokenizer.from_pretrained("{FINAL_DIR}")
+```
+"""
 
 
 def save_final(trainer: Any, model: Any, tokenizer: Any, output_dir: str | os.PathLike, config: Any) -> Path:
     """Write ``model``, ``tokenizer`` and ``config`` (a dataclass, as JSON) to ``<output_dir>/final`` atomically.
 
-    Under ``accelerate`` every process trains and the main one writes.
+    The tokenizer is saved so that ``AutoTokenizer`` loads it as it is
+    (:func:`~backtrack_gym.train.tokenizer.save_tokenizer`). Under ``accelerate``
+    every process trains and the main one writes.
     """
     import dataclasses
-    import json
+
+    from backtrack_gym.train.tokenizer import save_tokenizer
 
     def save(path: Path) -> None:
         model.save_pretrained(path)
-        tokenizer.save_pretrained(path)
+        save_tokenizer(tokenizer, path)
         text = json.dumps(dataclasses.asdict(config), indent=2, sort_keys=True)
         (path / f"{type(config).__name__}.json").write_text(text)
 

@@ -37,13 +37,22 @@ from backtrack_gym.train.common import (
     checkpoint_step,
     device_arguments,
     last_checkpoint,
+    model_card,
     save_final,
     tensorboard_callback,
+    train_from_checkpoint,
+    with_model_card,
 )
 
 # The losses of TRL's GRPOTrainer at token-level importance sampling (its ``luspo`` needs sequence level).
 LOSS_TYPES = ("bnpo", "cispo", "dapo", "dr_grpo", "grpo", "sapo", "vespo")
 INFO_COLUMN = "episode_info"
+# TRL's metrics of completions that end in eos; step-mode episodes end by the env instead, and
+# StepRollout logs ``episodes/...`` in their place.
+EOS_METRICS = tuple(
+    f"completions/{name}"
+    for name in ("clipped_ratio", "mean_terminated_length", "min_terminated_length", "max_terminated_length")
+)
 EPISODE_PROMPT_COLUMN = "episode_prompt"  # the prompt each episode played, after resampling
 
 
@@ -212,10 +221,11 @@ class StepRollout:
 
     With ``resample_rounds`` it also does DAPO's dynamic sampling: groups whose episodes
     all score alike are replaced by fresh problems and played again, and the number
-    replaced is logged as ``resampled_groups``. Sampling seeds and fresh problems are
-    numbered by the trainer's global step, so a resumed run plays what the killed one
-    would have played; fresh problems come from past the data set's (``first_index +
-    n_prompts`` on), a separate block for each step, round and process.
+    replaced is logged as ``resampled_groups``. How the episodes ended is logged too
+    (:func:`episode_metrics`). Sampling seeds and fresh problems are numbered by the
+    trainer's global step, so a resumed run plays what the killed one would have
+    played; fresh problems come from past the data set's (``first_index + n_prompts``
+    on), a separate block for each step, round and process.
     """
 
     def __init__(self, config: GRPORunConfig, tokenizer: Any, task: Any, problems: dict[str, str]):
@@ -255,6 +265,8 @@ class StepRollout:
             model.train(was_training)
         if config.resample_rounds:
             trainer._log_metric("resampled_groups", float(resampled))
+        for name, value in episode_metrics(episodes).items():
+            trainer._log_metric(name, value)
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
@@ -351,14 +363,29 @@ class SFTAnchor:
         return {"input_ids": ids, "attention_mask": mask, "labels": padded("labels", IGNORE)}
 
 
-def grpo_trainer_class(anchor: SFTAnchor | None) -> type:
-    """TRL's ``GRPOTrainer``, or with an anchor a subclass that adds its supervised loss."""
+def grpo_trainer_class(anchor: SFTAnchor | None, step_mode: bool = False) -> type:
+    """TRL's ``GRPOTrainer``, or a subclass of it for an anchor or the step path.
+
+    With ``anchor`` it adds the anchor's supervised loss; with ``step_mode`` it drops TRL's
+    eos-based completion metrics (:data:`EOS_METRICS`), which :class:`StepRollout` replaces.
+    """
     from trl import GRPOTrainer
 
-    if anchor is None:
-        return GRPOTrainer
+    base = GRPOTrainer
+    if step_mode:
 
-    class AnchoredGRPOTrainer(GRPOTrainer):
+        class StepGRPOTrainer(base):
+            def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+                for metrics in self._metrics.values():
+                    for key in EOS_METRICS:
+                        metrics.pop(key, None)
+                super().log(logs, start_time)
+
+        base = StepGRPOTrainer
+    if anchor is None:
+        return base
+
+    class AnchoredGRPOTrainer(base):
         def compute_loss(
             self, model: Any, inputs: Any, return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
@@ -371,6 +398,26 @@ def grpo_trainer_class(anchor: SFTAnchor | None) -> type:
             return loss + anchor.config.sft_coef * sft_loss / accumulation
 
     return AnchoredGRPOTrainer
+
+
+def episode_metrics(episodes: list[Any]) -> dict[str, float]:
+    """How step-mode episodes ended, in place of TRL's eos-based completion metrics.
+
+    ``episodes/clipped_ratio``: the share cut by the token budget (``max_completion_length``)
+    before the env ended them; ``episodes/step_limit_ratio``: the share the env truncated
+    at its step budget (``max_env_steps``); ``episodes/mean_terminated_length``: the mean
+    completion tokens (the model's and the env's) of the episodes not clipped, left out
+    when every episode was.
+    """
+    clipped = [e.stop_reason == "max_tokens" for e in episodes]
+    metrics = {
+        "episodes/clipped_ratio": sum(clipped) / len(episodes),
+        "episodes/step_limit_ratio": sum(e.truncated for e in episodes) / len(episodes),
+    }
+    ended = [len(e.completion_ids) for e, cut in zip(episodes, clipped, strict=True) if not cut]
+    if ended:
+        metrics["episodes/mean_terminated_length"] = sum(ended) / len(ended)
+    return metrics
 
 
 def _plain_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -411,10 +458,17 @@ def _samples_callback(log: CompletionLog, tensorboard: Any) -> Any:
 
     class SampleText(TrainerCallback):
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-            if log.latest and state.is_world_process_zero and tensorboard.tb_writer is not None:
-                tensorboard.tb_writer.add_text("completions", log.text(), state.global_step)
+            if log.latest:
+                tensorboard.add_text(state, "completions", log.text())
 
     return SampleText()
+
+
+def grpo_model_card(config: GRPORunConfig) -> str:
+    """The model card of a GRPO run: the model it started from, trained on which episodes."""
+    hub_id = None if Path(config.model).exists() else config.model
+    origin = f"`{config.model}` trained further on `{config.interaction}`-mode episodes"
+    return model_card("GRPO", origin, config, base_model=hub_id)
 
 
 def run_grpo(config: GRPORunConfig) -> Path:
@@ -471,11 +525,12 @@ def run_grpo(config: GRPORunConfig) -> Path:
         report_to=[],
         use_vllm=config.use_vllm,
         dataloader_num_workers=0,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         **device_arguments(config.bf16),
     )
     anchor = SFTAnchor(config, tokenizer, task) if config.sft_coef else None
-    trainer = grpo_trainer_class(anchor)(
+    trainer_class = with_model_card(grpo_trainer_class(anchor, step_mode), grpo_model_card(config))
+    trainer = trainer_class(
         model=model,
         reward_funcs=funcs,
         args=args,
@@ -484,6 +539,6 @@ def run_grpo(config: GRPORunConfig) -> Path:
         callbacks=[tensorboard, _samples_callback(samples, tensorboard)],
         rollout_func=rollout,
     )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    train_from_checkpoint(trainer, checkpoint)
 
     return save_final(trainer, trainer.model, tokenizer, output, config)

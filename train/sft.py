@@ -18,8 +18,11 @@ from backtrack_gym.train.common import (
     checkpoint_step,
     device_arguments,
     last_checkpoint,
+    model_card,
     save_final,
     tensorboard_callback,
+    train_from_checkpoint,
+    with_model_card,
 )
 from backtrack_gym.train.models import check_model_source
 
@@ -146,6 +149,38 @@ def load_tokenizer_and_model(model: str, task: Any, seed: int) -> tuple[Any, Any
     return tokenizer, build_model(model, tokenizer, seed=seed)
 
 
+def sft_model_card(config: SFTRunConfig) -> str:
+    """The model card of an SFT run: a preset trained from scratch, or the pretrained model it started from."""
+    from backtrack_gym.train.models import PRESETS
+
+    if config.model in PRESETS:
+        return model_card("SFT", f"a `{config.model}` preset trained from scratch on `{config.style}` traces", config)
+    hub_id = None if Path(config.model).exists() else config.model
+    return model_card("SFT", f"`{config.model}` fine-tuned on `{config.style}` traces", config, base_model=hub_id)
+
+
+def token_count_callback(trainer: Any) -> Any:
+    """A callback that keeps TRL's count of trained tokens (the ``num_tokens`` curve) in each checkpoint.
+
+    ``SFTTrainer`` counts them in memory only, so a resumed run's curve would start
+    again from 0; the count travels in ``trainer_state.json`` and is put back when a
+    resumed run begins.
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    class SFTTokenCount(TrainerCallback, ExportableState):
+        def state(self) -> dict[str, Any]:
+            return {"args": {}, "attributes": {"tokens": trainer._total_train_tokens}}
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            saved = state.stateful_callbacks.get(type(self).__name__)
+            if saved:
+                trainer._total_train_tokens = saved["attributes"]["tokens"]
+
+    return SFTTokenCount()
+
+
 def run_sft(config: SFTRunConfig) -> Path:
     """Train and save the model (with its tokenizer) to ``<output_dir>/final``; returns that path."""
     from trl import SFTConfig, SFTTrainer
@@ -194,17 +229,18 @@ def run_sft(config: SFTRunConfig) -> Path:
         seed=config.seed,
         report_to=[],
         dataloader_num_workers=0,
-        gradient_checkpointing=config.gradient_checkpointing,
+        activation_checkpointing=config.gradient_checkpointing,
         **device_arguments(config.bf16),
     )
-    trainer = SFTTrainer(
+    trainer = with_model_card(SFTTrainer, sft_model_card(config))(
         model=model,
         args=args,
         train_dataset=train_set,
         processing_class=tokenizer,
         callbacks=[tensorboard_callback(output, checkpoint_step(checkpoint))],
     )
-    trainer.train(resume_from_checkpoint=checkpoint)
+    trainer.add_callback(token_count_callback(trainer))
+    train_from_checkpoint(trainer, checkpoint)
     final = trainer.model.merge_and_unload() if config.lora else trainer.model
 
     return save_final(trainer, final, tokenizer, output, config)

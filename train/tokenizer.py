@@ -3,7 +3,8 @@
 The character tokenizer is a ``tokenizers`` WordLevel model with one token per
 character of the task's charset (plus newline) and the special tokens below, wrapped
 in :class:`transformers.PreTrainedTokenizerFast`; it round-trips through
-``save_pretrained`` and ``AutoTokenizer.from_pretrained``.
+``save_pretrained`` and ``AutoTokenizer.from_pretrained``, and beside a model
+through :func:`save_tokenizer` and ``AutoTokenizer.from_pretrained``.
 
 ``<backtrack>`` and ``<bksp>`` are *added* tokens (never split, one id each) but not
 *special* ones: ``decode(..., skip_special_tokens=True)`` keeps them, because the env
@@ -28,6 +29,16 @@ PAD = "<pad>"
 BOS = "<bos>"
 UNK = "<unk>"
 ACTION_TOKENS = (BACKTRACK, BKSP)
+GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+CHAR_TOKENIZER_MODULE = "tokenization_backtrack_gym"
+CHAR_TOKENIZER_SOURCE = '''"""backtrack-gym's tokenizer class, for ``AutoTokenizer`` (see its ``save_tokenizer``)."""
+
+from transformers import TokenizersBackend
+
+
+class CharTokenizer(TokenizersBackend):
+    """A ``tokenizer.json`` loaded as it is."""
+'''
 
 
 def build_tokenizer(alphabet: str | Task, *, bos: bool = False) -> PreTrainedTokenizerFast:
@@ -64,19 +75,43 @@ def build_tokenizer(alphabet: str | Task, *, bos: bool = False) -> PreTrainedTok
     return tokenizer
 
 
+def save_tokenizer(tokenizer: PreTrainedTokenizerBase, path: str | os.PathLike) -> None:
+    """``tokenizer.save_pretrained(path)``, so that ``AutoTokenizer.from_pretrained(path)`` returns it as it is.
+
+    Beside a Qwen2 model's config, ``AutoTokenizer`` overrides a declared generic
+    tokenizer class (transformers 5 holds Qwen2 checkpoints' declared classes to be
+    wrong) and rebuilds ``tokenizer.json`` as Qwen2's byte-level BPE tokenizer, which
+    drops every character outside its byte alphabet, spaces included. A directory that
+    declares its own tokenizer class (``auto_map``) keeps the declared one: here
+    ``CharTokenizer``, shipped beside it as a subclass of the generic class that adds
+    nothing, so the default load takes the generic class and ``trust_remote_code=True``
+    takes the subclass; both read ``tokenizer.json`` unchanged. A tokenizer of a
+    specific class (a pretrained model's) is saved as it is.
+    """
+    tokenizer.save_pretrained(path)
+    config_file = Path(path) / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    if config.get("tokenizer_class") not in GENERIC_TOKENIZER_CLASSES:
+        return
+    (Path(path) / f"{CHAR_TOKENIZER_MODULE}.py").write_text(CHAR_TOKENIZER_SOURCE)
+    config["auto_map"] = {"AutoTokenizer": [None, f"{CHAR_TOKENIZER_MODULE}.CharTokenizer"]}
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def load_tokenizer(path: str | os.PathLike) -> PreTrainedTokenizerBase:
     """Load a tokenizer saved with ``save_pretrained``, keeping our character tokenizer as it is.
 
     ``AutoTokenizer`` reads the tokenizer class of a Qwen2 *model* directory from the
     model's config (transformers 5 treats a Qwen2 checkpoint's declared tokenizer
-    class as wrong) and would rebuild ours as a BPE tokenizer that drops spaces; a
-    directory holding only the tokenizer loads fine either way.
+    class as wrong) and would rebuild ours as a BPE tokenizer that drops spaces, unless
+    the directory was written by :func:`save_tokenizer` (as ``final/`` is, but not the
+    Trainer's checkpoints); a directory holding only the tokenizer loads fine either way.
     """
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     config_file = Path(path) / "tokenizer_config.json"
     declared = json.loads(config_file.read_text()).get("tokenizer_class") if config_file.is_file() else None
-    if declared in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+    if declared in GENERIC_TOKENIZER_CLASSES:
         return PreTrainedTokenizerFast.from_pretrained(path)
     return AutoTokenizer.from_pretrained(path)
 
