@@ -74,7 +74,7 @@ def convert(value: Any, hint: Any, name: str, *, text: bool = True) -> Any:
     field an int or a finite float, a bool field a bool, and None only where the hint
     allows it. With ``text`` (flags and YAML) a string is also read as the field's type
     (``"3"``, ``"1e-3"``, ``"yes"``, ``"none"``, ``"a,b"`` for a tuple, YAML for a dict);
-    without it a string is only a string.
+    without it a string is only a string (for a tuple field, a tuple of that one string).
     """
     kind = _kind(hint)
     if kind is Any:
@@ -84,8 +84,9 @@ def convert(value: Any, hint: Any, name: str, *, text: bool = True) -> Any:
             return None
         raise ValueError(f"{name}: cannot read {value!r} as {getattr(kind, '__name__', kind)}")
     if kind in (tuple, list):
-        if text and isinstance(value, str):
-            value = [item.strip() for item in value.split(",")] if value.strip() else []
+        if isinstance(value, str):
+            # A flag or YAML string is a comma-separated list; a Python string is one item.
+            value = ([item.strip() for item in value.split(",")] if value.strip() else []) if text else [value]
         if not isinstance(value, (list, tuple)):
             raise ValueError(f"{name}: cannot read {value!r} as a list")
         item_hint = (typing.get_args(_unwrap_optional(hint)) or (Any,))[0]
