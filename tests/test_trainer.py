@@ -121,6 +121,11 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
         assert [e.value for e in events.Scalars("train/learning_rate")] == pytest.approx([3e-5, 3e-5])
         assert any("completions" in tag for tag in events.Tags()["tensors"])
         assert ("train/sft_loss" in scalars) == (interaction == "step")
+        # Step-mode episodes end by the env, not by eos: their endings replace TRL's eos-based metrics.
+        assert ("train/episodes/clipped_ratio" in scalars) == ("train/completions/clipped_ratio" not in scalars)
+        assert ("train/episodes/step_limit_ratio" in scalars) == (interaction == "step")
+    card = (tmp_path / "grpo_step" / "README.md").read_text()
+    assert f"`{sft}` trained further on `step`-mode episodes, trained with GRPO" in card and "None" not in card
 
 
 class _Trainer:
@@ -294,6 +299,19 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     assert (output / "final" / "model.safetensors").is_file()
     steps = [event.step for event in tensorboard(output / "tensorboard").Scalars("train/loss")]
     assert steps == list(range(1, 13)), steps  # the curve continues, each step once
+    tokens = [event.value for event in tensorboard(output / "tensorboard").Scalars("train/num_tokens")]
+    assert tokens == sorted(tokens) and len(set(tokens)) == 12, tokens  # the resumed run counts on from the checkpoint
+
+    # Killed after its last checkpoint: a resume loads that checkpoint and trains no step more.
+    weights = (output / "final" / "model.safetensors").read_bytes()
+    result = subprocess.run(_sft_command(output, "--resume", "true"), env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "checkpoint-12 is the last step's: loading it" in result.stdout
+    assert not (output / "checkpoint-13").exists()
+    from safetensors.torch import load
+
+    final = load((output / "final" / "model.safetensors").read_bytes())
+    assert all(torch.equal(final[k], v) for k, v in load(weights).items())
 
 
 @pytest.mark.slow
@@ -309,6 +327,8 @@ def test_sft_runs_under_accelerate_with_two_cpu_processes(tmp_path):
     state = json.loads((output / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["global_step"] == 4
     assert (output / "final" / "model.safetensors").is_file()
+    # Only the main process writes TensorBoard events (another's restart marker would hide the curve).
+    assert len(list((output / "tensorboard").iterdir())) == 1
 
 
 def _untrained_model(path: Path) -> tuple[Path, object]:

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -95,15 +96,16 @@ def train_from_checkpoint(trainer: Any, checkpoint: str | None) -> None:
     the end after a step), so a run killed after its last checkpoint would not end
     with the uninterrupted run's weights.
     """
-    if checkpoint is None:
-        trainer.train()
-        return
-    state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
-    max_steps = trainer.args.max_steps if trainer.args.max_steps > 0 else state["max_steps"]
-    if state["global_step"] >= max_steps:
-        print(f"{checkpoint} is the last step's: loading it")
-        trainer._load_from_checkpoint(checkpoint)
-    else:
+    if checkpoint is not None:
+        state = json.loads((Path(checkpoint) / TRAINER_STATE).read_text())
+        max_steps = trainer.args.max_steps if trainer.args.max_steps > 0 else state["max_steps"]
+        if state["global_step"] >= max_steps:
+            print(f"{checkpoint} is the last step's: loading it")
+            trainer._load_from_checkpoint(checkpoint)
+            return
+    with warnings.catch_warnings():
+        # TRL reads transformers' deprecated alias at every generation; nothing of ours uses it.
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
         trainer.train(resume_from_checkpoint=checkpoint)
 
 
