@@ -11,8 +11,9 @@ until ``--kills`` kills have been made. The kills, in order:
 - ``exit-before-state``: the process exits (``os._exit``) in its first save, when the
   model, optimizer and RNG state are written but ``trainer_state.json`` is not;
 - ``exit-mid-state``: it exits having written half of ``trainer_state.json``;
-- then at random: ``save`` (SIGKILL 0-25 ms after a new checkpoint directory
-  appears, so mostly inside the save or the rotation of old checkpoints), ``train``
+- then at random: ``save`` (SIGKILL 0-25 ms after the checkpoint directory of a
+  random step still to come appears, so mostly inside that save or the rotation of
+  old checkpoints that follows it), ``train``
   (SIGKILL at a uniform instant of the training time, once training is under way)
   and ``startup`` (SIGKILL at a uniform instant before training, e.g. while loading
   a checkpoint).
@@ -167,8 +168,10 @@ def session(command: list[str], output: Path, log: Path, kind: str | None, rng: 
         killed = sleep_or_end(process, rng.uniform(0, times["startup"]))
     elif kind == "train" and wait_for(process, lambda: training(output, events_files)):
         killed = sleep_or_end(process, rng.uniform(0, times["train"]))
-    elif kind == "save" and wait_for(process, lambda: saving(output, resumed_from, began_wall)):
-        killed = sleep_or_end(process, rng.uniform(0, 0.025))
+    elif kind == "save":
+        step = rng.randrange(resumed_from, max(times["steps"], resumed_from + 1))  # a save still to come
+        if wait_for(process, lambda: saving(output, step, began_wall)):
+            killed = sleep_or_end(process, rng.uniform(0, 0.025))
     if killed:
         process.send_signal(signal.SIGKILL)
     returncode = process.wait()
@@ -250,7 +253,7 @@ def campaign(task: str, command_for, work: Path, kills: int, rng: random.Random)
     startup = time.monotonic() - began
     if process.wait() != 0:
         raise RuntimeError(f"the {task} reference run failed; see {log}")
-    times = {"startup": startup, "train": time.monotonic() - began - startup}
+    times = {"startup": startup, "train": time.monotonic() - began - startup, "steps": max(checkpoints(reference))}
     print(f"{task}: reference run {times['startup']:.1f} s to start training, then {times['train']:.1f} s")
 
     plan = kill_plan(kills, rng)

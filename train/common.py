@@ -69,8 +69,8 @@ def checkpoint_is_complete(checkpoint: str | os.PathLike) -> bool:
 def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
     """The newest complete ``checkpoint-N`` in ``output_dir``, or None.
 
-    Incomplete newer ones are skipped, with a line naming each: the resumed run writes
-    them again when it reaches their step.
+    Prints the one it takes and each incomplete newer one it skips (a resumed run
+    writes those again when it reaches their step).
     """
     path = Path(output_dir)
     if not path.is_dir():
