@@ -1,20 +1,31 @@
 """Self-backtracking search at inference (Yang et al. 2025, "Step Back to Leap Forward").
 
-A model trained on ``prefix, wrong step, <backtrack>`` traces searches by itself:
+A model trained on ``prefix, wrong step, <backtrack>`` examples and optimal paths
+(:func:`backtrack_gym.agents.traces.countdown.self_backtrack`) searches by itself. The
+paper's search is ``SelfBackTrackingDecoder.decode`` in LAMDASZ-ML/Self-Backtracking
+``src/decoder/decoders.py`` (the authors' last version, commit c6ce624); the defaults
+of :class:`SearchConfig` are its defaults (``n=32``, ``b=1``, ``temperature=0.7``):
 
 1. *Expand*: sample N continuations of each frontier state (a text prefix written
-   after the prompt; round 0 expands the root ``""``). A continuation stops at eos
-   (a finished answer), at ``<backtrack>`` or at ``max_new_tokens`` (dropped).
+   after the prompt; the first round expands the root ``""``). A continuation stops
+   at eos (a finished answer), at ``<backtrack>`` or at ``max_new_tokens`` (dropped).
+   ``b`` counts the rounds after the first, as the paper's loop
+   ``for t in range(b+1)`` does: b + 1 rounds in all.
 2. *Backtrack*: a continuation that writes ``<backtrack>`` is cut back to before its
-   last step line; the distinct cut states whose kept tokens have the highest mean
-   log-prob (at most ``max_frontier`` of them, never one already expanded) are the
-   next frontier. Rounds 1..b expand it.
-3. *Select*: finished answers are replayed in an :class:`Episode` and grouped by the
-   final state; the group with the largest summed score wins. The env's verdict is
-   only reported (``solved``), never used to select.
+   last step line. At most ``isqrt(N)`` distinct states, never one already expanded,
+   taken across the whole round, are the next frontier (``frontier`` says which).
+3. *Select*: finished answers are grouped and the group with the largest summed
+   score wins (``vote`` says how). The env's verdict is only reported (``solved``),
+   never used to select.
 
-Problems are searched together: each round is one :meth:`Expander.expand` call over
-every frontier state of every problem.
+Scores are mean token log-probs of the path's model-written kept tokens (the kept
+prefix and the continuation, its eos included) under the model's own softmax
+(temperature 1), as the paper scores them with a separate forward pass. Where this
+search differs from the paper's code (independent samples for its beam sampling, its
+frontier size) is listed in ``docs/self-backtracking.md``.
+
+Problems are searched together, each with its own frontier: each round is one
+:meth:`Expander.expand` call over every frontier state of every problem.
 """
 
 from __future__ import annotations
@@ -34,31 +45,55 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 STOPS = ("eos", "backtrack", "length")
+FRONTIERS = ("expansion_order", "round_best")
+VOTES = ("sum_logprob", "exp_mean_logprob")
 AnswerKey = Callable[[Task, Any], str]  # (task, final state) -> the answer it stands for
 
 
 @dataclass
 class SearchConfig:
-    """How :func:`self_backtracking_search` searches.
+    """How :func:`self_backtracking_search` searches; the defaults are the paper's.
 
     Attributes:
-        expansions: continuations sampled per expanded state (N).
-        rounds: backtrack rounds after the first expansion (b); 0 is plain
-            sampling of N answers.
+        expansions: continuations sampled per expanded state (N; the paper's ``n=32``).
+        rounds: backtrack rounds after the first expansion (b; the paper's ``b=1``);
+            0 is plain sampling of N answers.
         max_frontier: most states expanded per round after the first; None means
-            ``isqrt(expansions)``.
+            ``isqrt(expansions)``, the paper's √N. (The authors' last code takes
+            ``int(sqrt(b))``, 1 at b = 1: ``max_frontier=1``.)
         max_new_tokens: tokens a continuation may take; one that reaches it without
             eos or ``<backtrack>`` is dropped.
-        temperature: sampling temperature (also that of the log-probs); positive.
+        temperature: sampling temperature (the paper's 0.7); positive. Scores use the
+            model's own log-probs whatever it is.
+        frontier: how the next frontier is taken from the round's cut states:
+
+            - ``"expansion_order"`` (the paper's): the round's expansions in frontier
+              order, each one's continuations best first (by mean log-prob, as the
+              paper's beam sampling returns them); the first distinct fresh states.
+            - ``"round_best"``: the distinct fresh states with the highest mean
+              log-prob over their kept tokens, wherever in the round they came from
+              (this project's earlier rule: no state is preferred for coming from
+              an earlier expansion).
+        vote: how finished answers are grouped and scored:
+
+            - ``"sum_logprob"`` (the paper's ``agg``): grouped by their text, each
+              answer scoring its mean token log-prob. Log-probs are negative, so
+              answers that several samples agree on sum lower: the rule picks the
+              best-scoring distinct text unless duplicates are near-certain.
+            - ``"exp_mean_logprob"``: grouped by final state (an answer with a line
+              the rules reject by its text), each scoring ``exp(mean log-prob)`` in
+              (0, 1], so that agreement adds votes, as majority voting does.
         max_steps: step budget of the :class:`Episode` that replays an answer.
         seed: seeds every round's sampling; non-negative.
     """
 
-    expansions: int = 8
-    rounds: int = 2
+    expansions: int = 32
+    rounds: int = 1
     max_frontier: int | None = None
     max_new_tokens: int = 128
-    temperature: float = 1.0
+    temperature: float = 0.7
+    frontier: str = "expansion_order"
+    vote: str = "sum_logprob"
     max_steps: int = 64
     seed: int = 0
 
@@ -78,6 +113,9 @@ class SearchConfig:
                 raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
         if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < math.inf):
             raise ValueError(f"temperature must be positive and finite, got {self.temperature!r}")
+        for name, choices in (("frontier", FRONTIERS), ("vote", VOTES)):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
         return self
 
 
@@ -88,10 +126,13 @@ class Continuation:
     Attributes:
         token_ids: the generated tokens, the stopping eos or ``<backtrack>`` included.
         pieces: each token's text (eos writes ``""``; ``"".join(pieces)`` is the text).
-        logprobs: each token's log-probability under the temperature-scaled softmax.
+        logprobs: each token's log-probability under the temperature-scaled softmax it
+            was sampled from.
         stop: ``"eos"``, ``"backtrack"`` (the last token is ``<backtrack>``) or
             ``"length"`` (``max_new_tokens`` reached).
         prompt_tokens: tokens of the prompt it continues (for compute accounting).
+        model_logprobs: each token's log-probability under the model's own softmax
+            (temperature 1), which scores use; None: the same as ``logprobs``.
     """
 
     token_ids: list[int]
@@ -99,12 +140,20 @@ class Continuation:
     logprobs: list[float]
     stop: str
     prompt_tokens: int
+    model_logprobs: list[float] | None = None
 
     def __post_init__(self) -> None:
         if not len(self.token_ids) == len(self.pieces) == len(self.logprobs) > 0:
             raise ValueError("token_ids, pieces and logprobs must be non-empty and of one length")
+        if self.model_logprobs is not None and len(self.model_logprobs) != len(self.logprobs):
+            raise ValueError("model_logprobs must have one entry per token")
         if self.stop not in STOPS:
             raise ValueError(f"stop must be one of {STOPS}, got {self.stop!r}")
+
+    @property
+    def scoring_logprobs(self) -> list[float]:
+        """The log-probs scores use: ``model_logprobs``, or ``logprobs`` when there are none."""
+        return self.logprobs if self.model_logprobs is None else self.model_logprobs
 
 
 class Expander(Protocol):
@@ -122,9 +171,12 @@ class Candidate:
     """A finished answer.
 
     Attributes:
-        key: the answer (see ``answer_key`` of :func:`self_backtracking_search`).
+        key: the answer its vote counts for: its text (``vote="sum_logprob"``), or its
+            final state's ``answer_key`` (its text when a line was rejected).
         text: the completion after the prompt (kept prefix and continuation).
-        score: ``exp(mean log-prob)`` of the path's model-written kept tokens (its eos included).
+        score: what the vote sums: the mean token log-prob of the path's model-written
+            kept tokens, its eos included (``"sum_logprob"``), or its exp
+            (``"exp_mean_logprob"``).
         solved: whether its final state solves the problem (reported, never used to select).
     """
 
@@ -163,12 +215,7 @@ class SearchResult:
         return sum(generated for _, generated in self.sequences)
 
     def votes(self) -> dict[str, float]:
-        """Summed score of each answer key.
-
-        The score summed is ``exp(mean log-prob)`` (the geometric-mean token
-        probability, in (0, 1]): summing raw log-probs, which are negative, would
-        penalise an answer for every sample that agrees on it.
-        """
+        """Summed score of each answer key (see :attr:`SearchConfig.vote`)."""
         votes: dict[str, float] = {}
         for candidate in self.candidates:
             votes[candidate.key] = votes.get(candidate.key, 0.0) + candidate.score
@@ -176,7 +223,7 @@ class SearchResult:
 
 
 def state_key(task: Task, state: Any) -> str:
-    """The default answer key: the final state's ``state_info`` as sorted JSON.
+    """The default answer key of ``vote="exp_mean_logprob"``: the final state's ``state_info`` as sorted JSON.
 
     ``state_info`` is the task's full view of a state (``state_from_info`` inverts
     it), so distinct states get distinct keys; ``render`` is a display that may
@@ -187,7 +234,7 @@ def state_key(task: Task, state: Any) -> str:
 
 @dataclass(frozen=True)
 class _Path:
-    """A frontier state: the model-written tokens kept after the prompt."""
+    """A frontier state: the model-written tokens kept after the prompt, with their scoring log-probs."""
 
     pieces: tuple[str, ...] = ()
     logprobs: tuple[float, ...] = ()
@@ -208,10 +255,11 @@ def self_backtracking_search(
     """Search every problem (objects, dicts or JSON) at once; one :class:`SearchResult` each.
 
     The prompt of a problem is ``task.prompt(problem) + "\\n"`` (the SFT data's
-    prompt); a state is expanded from prompt + state text. ``answer_key(task, state)``
-    groups finished answers by final state (default :func:`state_key`; e.g. pass
-    one that keeps only ``state.answer`` for Math, whose state also holds the lines);
-    an answer with a line the rules reject is keyed by its text instead.
+    prompt); a state is expanded from prompt + state text. With
+    ``vote="exp_mean_logprob"``, ``answer_key(task, state)`` groups finished answers
+    by final state (default :func:`state_key`; e.g. pass one that keeps only
+    ``state.answer`` for Math, whose state also holds the lines); an answer with a
+    line the rules reject is keyed by its text instead.
     """
     config = (config or SearchConfig()).validate()
     problems = [task.coerce_problem(problem) for problem in problems]
@@ -230,16 +278,18 @@ def self_backtracking_search(
             temperature=config.temperature,
             seed=int(np.random.SeedSequence([config.seed, round_]).generate_state(1)[0]),
         )
-        cut_states: list[list[_Path]] = [[] for _ in problems]
+        cut_states: list[list[_Path]] = [[] for _ in problems]  # each problem's, in the order the frontier rule reads
         for (i, path), continuations in zip(jobs, outputs, strict=True):
             expanded[i].add(path.text)
             for c in continuations:
                 results[i].sequences.append((c.prompt_tokens, len(c.token_ids)))
                 if c.stop == "eos":
-                    results[i].candidates.append(_finish(task, problems[i], path, c, config.max_steps, answer_key))
-                elif c.stop == "backtrack":
-                    cut_states[i].append(_cut(path, c))
-        frontiers = [_frontier(cut_states[i], expanded[i], config.frontier_size) for i in range(len(problems))]
+                    results[i].candidates.append(_finish(task, problems[i], path, c, config, answer_key))
+            backtracked = [c for c in continuations if c.stop == "backtrack"]
+            if config.frontier == "expansion_order":
+                backtracked.sort(key=lambda c: -_mean(c.scoring_logprobs))  # stable: ties keep sampling order
+            cut_states[i] += [_cut(path, c) for c in backtracked]
+        frontiers = [_frontier(cut_states[i], expanded[i], config) for i in range(len(problems))]
     for result in results:
         votes = result.votes()
         if votes:
@@ -249,18 +299,26 @@ def self_backtracking_search(
     return results
 
 
-def _finish(task: Task, problem: Any, path: _Path, c: Continuation, max_steps: int, answer_key: AnswerKey) -> Candidate:
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _finish(
+    task: Task, problem: Any, path: _Path, c: Continuation, config: SearchConfig, answer_key: AnswerKey
+) -> Candidate:
     """Replay a finished path in an :class:`Episode` and score it."""
     text = path.text + "".join(c.pieces)
     episode = Episode(task, problem, backtrack=True)
-    episode.run(text, max_steps=max_steps)
-    logprobs = path.logprobs + tuple(c.logprobs)
-    score = math.exp(sum(logprobs) / len(logprobs))
+    episode.run(text, max_steps=config.max_steps)
+    solved = task.is_solved(problem, episode.state)
+    mean_logprob = _mean(path.logprobs + tuple(c.scoring_logprobs))
+    if config.vote == "sum_logprob":
+        return Candidate(text, text, mean_logprob, solved)
     # A line the rules reject leaves the state as it was, so broken answers would all share
     # a state and outvote real ones; such an answer is only identical to the same text.
     rejected = episode.stats.malformed + episode.stats.illegal
     key = text if rejected else answer_key(task, episode.state)
-    return Candidate(key, text, score, task.is_solved(problem, episode.state))
+    return Candidate(key, text, math.exp(mean_logprob), solved)
 
 
 def _cut(path: _Path, c: Continuation) -> _Path:
@@ -276,16 +334,20 @@ def _cut(path: _Path, c: Continuation) -> _Path:
     while kept < len(pieces) and length + len(pieces[kept]) <= start:
         length += len(pieces[kept])
         kept += 1
-    return _Path(pieces[:kept], (path.logprobs + tuple(c.logprobs[:-1]))[:kept])
+    return _Path(pieces[:kept], (path.logprobs + tuple(c.scoring_logprobs[:-1]))[:kept])
 
 
-def _frontier(states: list[_Path], expanded: set[str], size: int) -> list[_Path]:
-    """Up to ``size`` distinct states not yet expanded, highest mean kept log-prob first."""
+def _frontier(states: list[_Path], expanded: set[str], config: SearchConfig) -> list[_Path]:
+    """Up to ``frontier_size`` distinct states not yet expanded, in the order ``config.frontier`` reads them."""
     fresh = [state for state in states if state.text not in expanded]  # the root "" is always expanded
-    best: dict[str, _Path] = {}
-    for state in sorted(fresh, key=lambda state: sum(state.logprobs) / len(state.logprobs), reverse=True):
-        best.setdefault(state.text, state)
-    return list(best.values())[:size]
+    if config.frontier == "round_best":
+        fresh.sort(key=lambda state: -_mean(state.logprobs))  # stable: ties keep the round's order
+    chosen: dict[str, _Path] = {}
+    for state in fresh:
+        if len(chosen) == config.frontier_size:
+            break
+        chosen.setdefault(state.text, state)
+    return list(chosen.values())
 
 
 class HFExpander:
@@ -294,8 +356,9 @@ class HFExpander:
     Prompts are left-padded and each is repeated ``n`` times; decoding stops when
     every row has written eos or ``<backtrack>`` or ``max_new_tokens`` is reached.
     Log-probs are ``log_softmax(logits / temperature)`` of the sampled token (the
-    full softmax, as :class:`~backtrack_gym.agents.lm.LMAgent` documents); sampling
-    uses a ``torch.Generator`` seeded per call, so a call is deterministic.
+    full softmax, as :class:`~backtrack_gym.agents.lm.LMAgent` documents), and model
+    log-probs ``log_softmax(logits)``; sampling uses a ``torch.Generator`` seeded per
+    call, so a call is deterministic.
 
     Args:
         model: a causal LM taking a ``cache`` (the KV cache), a 2D ``attention_mask``,
@@ -343,7 +406,7 @@ class HFExpander:
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
         positions = (mask.cumsum(1) - 1).clamp(min=0)
         stopped = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
-        tokens, logprobs, cache = [], [], None
+        tokens, logprobs, model_logprobs, cache = [], [], [], None
         with torch.inference_mode():
             for _ in range(max_new_tokens):
                 out = self.model(
@@ -355,20 +418,30 @@ class HFExpander:
                     logits_to_keep=1,
                 )
                 cache = out.cache
-                scores = torch.log_softmax(out.logits[:, -1].float() / temperature, dim=-1)
+                logits = out.logits[:, -1].float()
+                model_scores = torch.log_softmax(logits, dim=-1)
+                scores = model_scores if temperature == 1 else torch.log_softmax(logits / temperature, dim=-1)
                 token = torch.multinomial(scores.exp(), 1, generator=generator)
                 tokens.append(token[:, 0])
                 logprobs.append(scores.gather(1, token)[:, 0])
+                model_logprobs.append(model_scores.gather(1, token)[:, 0])
                 stopped |= (token[:, 0] == self.eos_id) | (token[:, 0] == self.backtrack_id)
                 if bool(stopped.all()):
                     break
                 ids, positions = token, positions[:, -1:] + 1
                 mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=1)
-        rows = torch.stack(tokens, 1).tolist()
-        row_logprobs = torch.stack(logprobs, 1).tolist()
-        return [self._continuation(r, lp, len(p)) for r, lp, p in zip(rows, row_logprobs, prompts, strict=True)]
+        rows = zip(
+            torch.stack(tokens, 1).tolist(),
+            torch.stack(logprobs, 1).tolist(),
+            torch.stack(model_logprobs, 1).tolist(),
+            prompts,
+            strict=True,
+        )
+        return [self._continuation(r, lp, mlp, len(p)) for r, lp, mlp, p in rows]
 
-    def _continuation(self, tokens: list[int], logprobs: list[float], prompt_tokens: int) -> Continuation:
+    def _continuation(
+        self, tokens: list[int], logprobs: list[float], model_logprobs: list[float], prompt_tokens: int
+    ) -> Continuation:
         """Cut a sampled row at its first stop token."""
         stop, end = "length", len(tokens)
         for k, token in enumerate(tokens):
@@ -377,4 +450,4 @@ class HFExpander:
                 break
         tokens = tokens[:end]
         pieces = self.tokenizer.batch_decode([[token] for token in tokens], skip_special_tokens=True)
-        return Continuation(tokens, pieces, logprobs[:end], stop, prompt_tokens)
+        return Continuation(tokens, pieces, logprobs[:end], stop, prompt_tokens, model_logprobs[:end])

@@ -19,12 +19,14 @@ PROMPT1 = "Target: 56 | Numbers: 93 81 68\n"
 PROMPT2 = "Target: 30 | Numbers: 4 6 9\n"
 
 
-def scripted(text: str, stop: str, p: float, prompt: str) -> Continuation:
-    """One character a token (``<backtrack>`` one token, eos an empty piece), each with probability ``p``."""
+def scripted(text: str, stop: str, p: float, prompt: str, model_p: float | None = None) -> Continuation:
+    """One character a token (``<backtrack>`` one token, eos an empty piece), each sampled with probability
+    ``p`` and of model probability ``model_p`` (None: no model log-probs, so scores use ``p``)."""
     pieces = [piece for part in re.split(f"({BACKTRACK})", text) for piece in ([part] if part == BACKTRACK else part)]
     if stop == "eos":
         pieces.append("")
-    return Continuation(list(range(len(pieces))), pieces, [math.log(p)] * len(pieces), stop, len(prompt))
+    model = None if model_p is None else [math.log(model_p)] * len(pieces)
+    return Continuation(list(range(len(pieces))), pieces, [math.log(p)] * len(pieces), stop, len(prompt), model)
 
 
 class ScriptedExpander:
@@ -77,7 +79,9 @@ def test_backtracks_cut_the_last_step_and_feed_a_capped_deduplicated_frontier():
             PROMPT1 + s5: [("68 + 12 = 80\n", "eos", 0.95)],
         }
     )
-    config = SearchConfig(expansions=4, rounds=2, max_new_tokens=50, temperature=0.5)
+    config = SearchConfig(
+        expansions=4, rounds=2, max_new_tokens=50, temperature=0.5, frontier="round_best", vote="exp_mean_logprob"
+    )
     [result] = self_backtracking_search(TASK, [P1], expander, config)
 
     assert config.frontier_size == 2
@@ -102,7 +106,7 @@ def test_backtracks_cut_the_last_step_and_feed_a_capped_deduplicated_frontier():
     assert result.prompt_tokens == 4 * len(PROMPT1) + 4 * len(PROMPT1 + s1) + 2 * len(PROMPT1 + s2) + len(PROMPT1 + s5)
 
 
-def test_selection_sums_scores_over_agreeing_answers_and_solved_is_the_envs_verdict():
+def test_state_vote_sums_scores_over_agreeing_answers_and_solved_is_the_envs_verdict():
     expander = ScriptedExpander(
         {
             PROMPT1: [
@@ -117,7 +121,8 @@ def test_selection_sums_scores_over_agreeing_answers_and_solved_is_the_envs_verd
             ],
         }
     )
-    r1, r2 = self_backtracking_search(TASK, [P1, P2], expander, SearchConfig(expansions=3, rounds=0))
+    config = SearchConfig(expansions=3, rounds=0, vote="exp_mean_logprob")
+    r1, r2 = self_backtracking_search(TASK, [P1, P2], expander, config)
 
     assert expander.calls == [[PROMPT1, PROMPT2]]  # the problems share one batched call
     assert r1.votes() == pytest.approx({'["80"]': 0.9, '["56"]': 1.1})
@@ -132,7 +137,8 @@ def test_answers_with_rejected_lines_do_not_pool_their_votes():
     expander = ScriptedExpander(
         {PROMPT1: [*((text, "eos", 0.5) for text in broken), ("68 + 81 = 149\n149 - 93 = 56\n", "eos", 0.6)]}
     )
-    [result] = self_backtracking_search(TASK, [P1], expander, SearchConfig(expansions=4, rounds=0))
+    config = SearchConfig(expansions=4, rounds=0, vote="exp_mean_logprob")
+    [result] = self_backtracking_search(TASK, [P1], expander, config)
 
     # each broken answer leaves the board unchanged; keyed by state they would outvote the solution 1.5 to 0.6
     assert [c.key for c in result.candidates[:3]] == broken
@@ -151,6 +157,112 @@ def test_no_finished_answer_is_not_solved():
     assert (result.prompt_tokens, result.generated_tokens) == (2 * len(PROMPT1), 27)
 
 
+# --- the paper's rules (LAMDASZ-ML/Self-Backtracking src/decoder/decoders.py, commit c6ce624) ----------
+
+
+def test_defaults_are_the_papers_decoder():
+    # decode(input_ids, max_length, b=1, n=32, temperature=0.7); eval_search.py --b 1 --n 32
+    config = SearchConfig().validate()
+    assert (config.expansions, config.rounds, config.temperature) == (32, 1, 0.7)
+    assert config.frontier_size == 5  # sqrt(N)
+    assert (config.frontier, config.vote) == ("expansion_order", "sum_logprob")
+
+
+A = "68 + 81 = 149\n"
+B = "93 - 81 = 12\n"
+A1 = A + "93 + 149 = 242\n"
+B1 = B + "12 + 68 = 80\n"
+B2 = B + "68 - 12 = 56\n"
+C = "4 + 6 = 10\n"
+FRONTIER_SCRIPT = {
+    PROMPT1: [
+        (A + "149 + 93 = 242\n<backtrack>", "backtrack", 0.5),
+        (B + "12 * 68 = 816\n<backtrack>", "backtrack", 0.9),
+        ("68 + 81 = 14", "length", 0.99),
+    ],
+    PROMPT2: [(C + "10 * 9 = 90\n<backtrack>", "backtrack", 0.4)],
+    PROMPT1 + B: [
+        (B1[len(B) :] + "80 + 56 = 136\n<backtrack>", "backtrack", 0.2),  # sampled first, scores lower
+        (B2[len(B) :] + "56 * 1 = 56\n<backtrack>", "backtrack", 0.3),
+    ],
+    PROMPT1 + A: [(A1[len(A) :] + "242 - 1 = 241\n<backtrack>", "backtrack", 0.95)],
+    PROMPT2 + C: [],
+    **{PROMPT1 + state: [] for state in (A1, B1, B2)},
+}
+
+
+def test_the_papers_frontier_is_read_in_expansion_order_and_capped_across_the_round():
+    # The paper's decode appends cut states while len(next_input_ids_list_new) < sqrt(N), scanning the
+    # round's expansions in frontier order and each one's beams best first; the list is shared by the round.
+    expander = ScriptedExpander(FRONTIER_SCRIPT)
+    self_backtracking_search(TASK, [P1, P2], expander, SearchConfig(expansions=4, rounds=2))
+
+    assert expander.calls[:2] == [[PROMPT1, PROMPT2], [PROMPT1 + B, PROMPT1 + A, PROMPT2 + C]]
+    # B's two cut states fill P1's frontier of 2, best first; A's better-scoring A1 comes too late.
+    assert expander.calls[2] == [PROMPT1 + B2, PROMPT1 + B1]
+
+
+def test_the_round_best_frontier_ranks_the_whole_rounds_cut_states():
+    expander = ScriptedExpander(FRONTIER_SCRIPT)
+    config = SearchConfig(expansions=4, rounds=2, frontier="round_best")
+    self_backtracking_search(TASK, [P1, P2], expander, config)
+
+    assert expander.calls[1] == [PROMPT1 + B, PROMPT1 + A, PROMPT2 + C]
+    # mean kept log-prob: A1 (14 tokens at 0.5, 15 at 0.95) > B2 (13 at 0.9, 13 at 0.3) > B1
+    assert expander.calls[2] == [PROMPT1 + A1, PROMPT1 + B2]
+
+
+@pytest.mark.parametrize("rounds", [0, 1, 2, 3])
+def test_b_counts_the_rounds_after_the_first_as_the_papers_loop(rounds):
+    # for t in range(b+1): with a backtrack in every round, b = 0 samples once, each b one more round
+    lines = ["68 + 81 = 149\n", "149 - 93 = 56\n", "56 + 1 = 57\n", "57 - 1 = 56\n"]
+    states = ["".join(lines[:k]) for k in range(len(lines) + 1)]
+    # from each state the model writes the next line, a wrong one and <backtrack>: the cut is the next state
+    script = {
+        PROMPT1 + state: [(line + "1 + 1 = 2\n<backtrack>", "backtrack", 0.5)]
+        for state, line in zip(states[:-1], lines, strict=True)
+    }
+    expander = ScriptedExpander({**script, PROMPT1 + states[-1]: []})
+    self_backtracking_search(TASK, [P1], expander, SearchConfig(expansions=1, rounds=rounds))
+
+    assert expander.calls == [[PROMPT1 + state] for state in states[: rounds + 1]]
+
+
+def test_the_papers_vote_groups_answers_by_text_and_sums_mean_logprobs():
+    right, same_state, wrong = A + "149 - 93 = 56\n", "81 + 68 = 149\n149 - 93 = 56\n", B + "12 + 68 = 80\n"
+    expander = ScriptedExpander(
+        {
+            PROMPT1: [
+                (right, "eos", 0.6),
+                (right, "eos", 0.6),  # the same text: one group, ln 0.6 + ln 0.6 = -1.02
+                (same_state, "eos", 0.5),  # the same final state, another text: its own group, -0.69
+                (wrong, "eos", 0.55),  # -0.60: the largest sum
+            ]
+        }
+    )
+    [paper] = self_backtracking_search(TASK, [P1], expander, SearchConfig(expansions=4, rounds=0))
+    [voted] = self_backtracking_search(
+        TASK, [P1], expander, SearchConfig(expansions=4, rounds=0, vote="exp_mean_logprob")
+    )
+
+    assert [c.key for c in paper.candidates] == [right, right, same_state, wrong]
+    assert paper.votes() == pytest.approx({right: 2 * math.log(0.6), same_state: math.log(0.5), wrong: math.log(0.55)})
+    assert (paper.answer, paper.text, paper.solved) == (wrong, wrong, False)
+    # grouped by state and scored in (0, 1], the three answers that make 56 outvote the one that makes 80
+    assert voted.votes() == pytest.approx({'["56"]': 0.6 + 0.6 + 0.5, '["80"]': 0.55})
+    assert (voted.answer, voted.text, voted.solved) == ('["56"]', right, True)
+
+
+def test_scores_use_the_models_own_logprobs_not_the_sampling_ones():
+    # The paper scores with log_softmax(model(sequences).logits): no temperature.
+    continuation = scripted(A + "149 - 93 = 56\n", "eos", 0.9, PROMPT1, model_p=0.4)
+    expander = ScriptedExpander({})
+    expander.expand = lambda prompts, n, **_: [[continuation] for _ in prompts]
+    [result] = self_backtracking_search(TASK, [P1], expander, SearchConfig(expansions=1, rounds=0))
+
+    assert result.candidates[0].score == pytest.approx(math.log(0.4))
+
+
 @pytest.mark.parametrize(
     "bad",
     [
@@ -165,6 +277,8 @@ def test_no_finished_answer_is_not_solved():
         {"temperature": math.inf},
         {"max_steps": 0},
         {"seed": -1},
+        {"frontier": "per_state"},
+        {"vote": "majority"},
     ],
 )
 def test_bad_config_raises(bad):
@@ -181,6 +295,8 @@ def test_config_defaults_and_bad_continuations():
         Continuation([1, 2], ["a"], [0.0, 0.0], "eos", 3)
     with pytest.raises(ValueError):
         Continuation([1], ["a"], [0.0], "done", 3)
+    with pytest.raises(ValueError, match="model_logprobs"):
+        Continuation([1], ["a"], [0.0], "eos", 3, [0.0, 0.0])
 
 
 # --- HFExpander with a tiny random model -------------------------------------------------
@@ -235,6 +351,9 @@ def test_hf_expander_samples_consistent_continuations_with_exact_logprobs(torch,
             logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1] / 0.7, dim=-1)
             expected = logprobs.gather(1, torch.tensor(c.token_ids)[:, None])[:, 0]
             assert torch.allclose(torch.tensor(c.logprobs), expected, atol=1e-4)
+            model_logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)  # no temperature
+            expected = model_logprobs.gather(1, torch.tensor(c.token_ids)[:, None])[:, 0]
+            assert torch.allclose(torch.tensor(c.model_logprobs), expected, atol=1e-4)
     assert seen == {"eos", "backtrack", "length"}  # every path was exercised (fixed seed)
 
     again = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=1)
@@ -243,7 +362,8 @@ def test_hf_expander_samples_consistent_continuations_with_exact_logprobs(torch,
     assert [c.token_ids for s in other for c in s] != [c.token_ids for s in out for c in s]
 
 
-def test_search_with_a_tiny_model_runs_end_to_end(torch, model, tokenizer):
+@pytest.mark.parametrize("rules", [{}, {"frontier": "round_best", "vote": "exp_mean_logprob"}])
+def test_search_with_a_tiny_model_runs_end_to_end(torch, model, tokenizer, rules):
     class Biased(torch.nn.Module):
         """The model with a logit bias, so that a random model writes lines, backtracks and stops."""
 
@@ -260,7 +380,7 @@ def test_search_with_a_tiny_model_runs_end_to_end(torch, model, tokenizer):
             out.logits = out.logits + self.bias
             return out
 
-    config = SearchConfig(expansions=4, rounds=2, max_new_tokens=24, seed=2)
+    config = SearchConfig(expansions=4, rounds=2, max_new_tokens=24, seed=2, **rules)
     results = self_backtracking_search(TASK, [P1, P2], HFExpander(Biased(), tokenizer), config)
     again = self_backtracking_search(TASK, [P1, P2], HFExpander(Biased(), tokenizer), config)
 
@@ -276,9 +396,12 @@ def test_search_with_a_tiny_model_runs_end_to_end(torch, model, tokenizer):
         for c in result.candidates:
             episode = Episode(TASK, TASK.problem_from_dict(problem))
             episode.run(c.text, max_steps=config.max_steps)
-            rejected = episode.stats.malformed + episode.stats.illegal
-            assert c.key == (c.text if rejected else state_key(TASK, episode.state))
-            assert 0 < c.score <= 1
+            if config.vote == "sum_logprob":  # the paper's: keyed by text, scored by mean log-prob
+                assert c.key == c.text and c.score <= 0
+            else:
+                rejected = episode.stats.malformed + episode.stats.illegal
+                assert c.key == (c.text if rejected else state_key(TASK, episode.state))
+                assert 0 < c.score <= 1
         votes = result.votes()
         assert votes and votes[result.answer] == max(votes.values())
         episode = Episode(TASK, TASK.problem_from_dict(problem))
