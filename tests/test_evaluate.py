@@ -16,7 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from backtrack_gym.cli import main  # noqa: E402
 from backtrack_gym.envs import make_task  # noqa: E402
-from backtrack_gym.train.evaluate import EvalConfig, _Evaluator, evaluate  # noqa: E402
+from backtrack_gym.envs.core import TextEnv, play_completion  # noqa: E402
+from backtrack_gym.train.evaluate import EvalConfig, _Evaluator, answer_key, evaluate  # noqa: E402
 from backtrack_gym.train.experiment import ExperimentConfig, accuracy_within, run_experiment  # noqa: E402
 from backtrack_gym.train.models import build_model, model_config  # noqa: E402
 from backtrack_gym.train.tokenizer import build_tokenizer  # noqa: E402
@@ -55,6 +56,23 @@ def test_maj_at_k_votes_in_disjoint_groups_and_splits_ties():
     assert maj_at_k([("a", True), ("a", True), ("b", False), ("b", False), ("a", True)], 2) == 0.5
     with pytest.raises(ValueError):
         maj_at_k([("a", True)], 2)
+
+
+def test_maj_at_k_keys_an_answer_with_a_rejected_line_by_its_text():
+    env = TextEnv(make_task("countdown", num_count=3), interaction="completion", backtrack=True)
+    problem = {"numbers": [93, 81, 68], "target": 56}
+    right = ["68 + 81 = 149\n149 - 93 = 56\n", "81 + 68 = 149\n149 - 93 = 56\n"]  # two texts, one state
+    broken = ["93 + 81 = 12\n", "9 * 9 = 80\n", "68 - 1 = 67\n"]  # a wrong sum, numbers not on the board
+    samples = []
+    for text in right + broken:
+        info = play_completion(env, problem, text).info
+        samples.append((info, text))
+    keys = [answer_key(info, text) for info, text in samples]
+    assert keys[0] == keys[1] == '["56"]' and keys[2:] == broken
+    # each broken answer leaves the board as it was: keyed by state they would outvote the solution 3 to 2
+    by_state = [(json.dumps(info["state"], sort_keys=True), info["solved"]) for info, _ in samples]
+    assert maj_at_k(by_state, 5) == 0.0
+    assert maj_at_k([(key, info["solved"]) for key, (info, _) in zip(keys, samples, strict=True)], 5) == 1.0
 
 
 # --- FLOPs ----------------------------------------------------------------------------
@@ -152,6 +170,12 @@ def test_eval_config_rejects_unknown_methods():
         EvalConfig(methods=["beam"]).validate()
     with pytest.raises(ValueError, match="samples"):
         EvalConfig(samples=0).validate()
+    with pytest.raises(ValueError, match="search_frontier"):
+        EvalConfig(search_frontier="per_state").validate()
+    with pytest.raises(ValueError, match="search_vote"):
+        EvalConfig(search_vote="majority").validate()
+    with pytest.raises(ValueError, match="search_temperature"):
+        EvalConfig(search_temperature=0.0).validate()
 
 
 def test_cli_eval_prints_summaries_and_curves(tiny_model_dir, capsys):

@@ -6,10 +6,13 @@ Methods (``EvalConfig.methods``), each costed in tokens and FLOPs (:mod:`.comput
   under each token budget.
 - ``sample``: ``samples`` sampled episodes per problem. Gives pass@k (unbiased) and
   maj@k, the ``best_of_n`` curve (solved when one of ``n`` samples is: the env is an
-  exact verifier) and ``maj_of_n`` (majority vote over the final states), both costed
-  at ``n`` times a sample's mean cost, and the ``sampled`` sequential curve.
+  exact verifier) and ``maj_of_n`` (majority vote over the answers), both costed at
+  ``n`` times a sample's mean cost, and the ``sampled`` sequential curve. An answer is
+  the episode's final state, or its text when the env rejected one of its lines: a
+  rejected line leaves the state as it was, so broken answers would pool their votes
+  on a state they never reached (the search keys them so too).
 - ``search``: self-backtracking search (:mod:`backtrack_gym.agents.search`), one point
-  per number of expansions.
+  per number of expansions; by default with the paper's temperature, frontier and vote.
 
 A sequential curve needs no extra decoding: an episode cut at ``T`` tokens is the
 same episode's first ``T`` tokens (the sampler's draws do not depend on the budget),
@@ -62,7 +65,7 @@ class EvalConfig:
         interaction: ``completion`` or ``step``; unset: the model's.
         backtrack: whether ``<backtrack>`` lines undo steps; unset: the model's.
         methods: any of ``greedy``, ``sample`` and ``search`` (see the module docs).
-        temperature: sampling temperature of ``sample`` and ``search``.
+        temperature: sampling temperature of ``sample``.
         samples: sampled episodes per problem (``sample``); pass@k and maj@k for k
             in the powers of two up to it.
         max_tokens: most model tokens per episode (and per search continuation); unset:
@@ -70,7 +73,12 @@ class EvalConfig:
         budgets: token budgets of the sequential curves; empty means powers of two
             from 8 up to ``max_tokens``.
         search_expansions: continuations per frontier state (N), one curve point each.
-        search_rounds: backtrack rounds (b) of the search.
+        search_rounds: backtrack rounds (b) of the search, after its first expansion.
+        search_temperature: sampling temperature of the search (the paper's 0.7).
+        search_frontier: how the search picks its next frontier (``expansion_order``,
+            the paper's, or ``round_best``; see :class:`~backtrack_gym.agents.search.SearchConfig`).
+        search_vote: how the search selects an answer (``sum_logprob``, the paper's, or
+            ``exp_mean_logprob``).
         max_env_steps: step budget of an episode in the env; unset: the model's.
         batch_size: episodes decoded together.
         seed: seed of the sampler.
@@ -93,6 +101,9 @@ class EvalConfig:
     budgets: list[int] = field(default_factory=list)
     search_expansions: list[int] = field(default_factory=lambda: [4, 16])
     search_rounds: int = 2
+    search_temperature: float = 0.7
+    search_frontier: str = "expansion_order"
+    search_vote: str = "sum_logprob"
     max_env_steps: int | None = None
     batch_size: int = 100
     seed: int = 0
@@ -102,6 +113,7 @@ class EvalConfig:
     def validate(self) -> EvalConfig:
         """Check the fields (those left unset as the model fills them in); the model itself is
         checked when it is loaded, as :func:`evaluate` may be handed one in memory."""
+        from backtrack_gym.agents.search import FRONTIERS, VOTES
         from backtrack_gym.envs.core import SPLITS, check_interaction
 
         if not self.methods:
@@ -110,7 +122,9 @@ class EvalConfig:
         check_choice("split", self.split, SPLITS)
         check_at_least(self, 1, "n", "samples", "batch_size", "budgets", "search_expansions")
         check_at_least(self, 0, "search_rounds", "seed")
-        check_positive(self, "temperature")
+        check_positive(self, "temperature", "search_temperature")
+        check_choice("search_frontier", self.search_frontier, FRONTIERS)
+        check_choice("search_vote", self.search_vote, VOTES)
         played = self.as_trained(warn=False)
         check_interaction(played.interaction)
         check_task(played.task, played.task_config)
@@ -271,7 +285,9 @@ class _Evaluator:
                 expansions=expansions,
                 rounds=config.search_rounds,
                 max_new_tokens=config.max_tokens,
-                temperature=config.temperature,
+                temperature=config.search_temperature,
+                frontier=config.search_frontier,
+                vote=config.search_vote,
                 max_steps=config.max_env_steps,
                 seed=config.seed,
             )
@@ -290,7 +306,12 @@ class _Evaluator:
             points.append(point)
             summary[f"solve_rate@N={expansions}"] = point["accuracy"]
             summary[f"mean_tokens@N={expansions}"] = point["tokens"]
-        summary["rounds"] = config.search_rounds
+        summary.update(
+            rounds=config.search_rounds,
+            temperature=config.search_temperature,
+            frontier=config.search_frontier,
+            vote=config.search_vote,
+        )
         return summary, {"search": points}
 
     # --- episodes ------------------------------------------------------------------
@@ -341,16 +362,17 @@ class _Evaluator:
 
     def _episode_record(self, episode: Any, *, text: bool = False) -> dict[str, Any]:
         model_tokens, env_tokens = _split_tokens(episode)
+        written = self.tokenizer.decode(model_tokens, skip_special_tokens=True)
         record = {
             "solved": bool(episode.info["solved"]),
-            "answer": json.dumps(episode.info["state"], sort_keys=True, default=str),
+            "answer": answer_key(episode.info, written),
             "tokens": len(model_tokens),
             "flops": self.shape.sequence_flops(len(episode.prompt_ids) + len(env_tokens), len(model_tokens)),
             "backtracks": episode.info["backtracks"],
             "invalid_steps": episode.info["invalid_steps"],
         }
         if text:
-            record["text"] = self.tokenizer.decode(model_tokens, skip_special_tokens=True)
+            record["text"] = written
         return record
 
     def _sequential_curve(self, episodes: list[list[Any]]) -> list[dict[str, float]]:
@@ -382,6 +404,20 @@ class _Evaluator:
         text = text[: text.rfind("\n") + 1]  # a line cut short is not written
         solved = play_completion(self.replay_env, problem, text).info["solved"]
         return {"solved": solved, "tokens": len(model_tokens), "flops": cost}
+
+
+def answer_key(info: dict[str, Any], text: str) -> str:
+    """The answer an episode votes for in maj@k: its final state (``info["state"]`` as sorted
+    JSON), or ``text``, what the model wrote, when the env rejected one of its lines.
+
+    A rejected line leaves the state unchanged, so keyed by state every broken answer
+    would vote for the state it stopped in (often the start) and together they could
+    outvote a right one; keyed by text, a broken answer only agrees with the same text,
+    as :func:`backtrack_gym.agents.search.self_backtracking_search` keys it.
+    """
+    if info["invalid_steps"]:
+        return text
+    return json.dumps(info["state"], sort_keys=True, default=str)
 
 
 def _split_tokens(episode: Any, budget: int | None = None) -> tuple[list[int], list[int]]:

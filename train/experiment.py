@@ -89,7 +89,10 @@ class ExperimentConfig:
             budget ends an episode.
         budgets: token budgets of the sequential curves (empty: powers of two).
         search_expansions: N of the self-backtracking search, one point each.
-        search_rounds: b of the self-backtracking search.
+        search_rounds: b of the self-backtracking search (rounds after its first expansion).
+        search_temperature: sampling temperature of the search (the paper's 0.7).
+        search_frontier: the search's frontier rule (``expansion_order``, the paper's, or ``round_best``).
+        search_vote: the search's selection rule (``sum_logprob``, the paper's, or ``exp_mean_logprob``).
         plot: curve names drawn in ``<name>.png`` (``greedy``, ``sampled``, ``best_of_n``,
             ``maj_of_n``, ``search``).
         workers: processes writing the SFT traces.
@@ -126,6 +129,9 @@ class ExperimentConfig:
     budgets: list[int] = field(default_factory=list)
     search_expansions: list[int] = field(default_factory=lambda: [4, 16])
     search_rounds: int = 2
+    search_temperature: float = 0.7
+    search_frontier: str = "expansion_order"
+    search_vote: str = "sum_logprob"
     plot: list[str] = field(default_factory=lambda: ["greedy", "best_of_n", "search"])
     workers: int = 2
     eval_batch_size: int = 100
@@ -233,6 +239,9 @@ class ExperimentConfig:
             budgets=list(self.budgets),
             search_expansions=list(self.search_expansions),
             search_rounds=self.search_rounds,
+            search_temperature=self.search_temperature,
+            search_frontier=self.search_frontier,
+            search_vote=self.search_vote,
             seed=self.seed,
             batch_size=self.eval_batch_size,
             # experiments that evaluate a shared model with the same methods share the evaluation
