@@ -12,7 +12,8 @@ of :class:`SearchConfig` are its defaults (``n=32``, ``b=1``, ``temperature=0.7`
    ``b`` counts the rounds after the first, as the paper's loop
    ``for t in range(b+1)`` does: b + 1 rounds in all.
 2. *Backtrack*: a continuation that writes ``<backtrack>`` is cut back to before its
-   last step line. At most ``isqrt(N)`` distinct states, never one already expanded,
+   last step (the paper's cut drops the last line; a step the task writes on several
+   lines goes whole). At most ``isqrt(N)`` distinct states, never one already expanded,
    taken across the whole round, are the next frontier (``frontier`` says which).
 3. *Select*: finished answers are grouped and the group with the largest summed
    score wins (``vote`` says how). The env's verdict is only reported (``solved``),
@@ -288,7 +289,7 @@ def self_backtracking_search(
             backtracked = [c for c in continuations if c.stop == "backtrack"]
             if config.frontier == "expansion_order":
                 backtracked.sort(key=lambda c: -_mean(c.scoring_logprobs))  # stable: ties keep sampling order
-            cut_states[i] += [_cut(path, c) for c in backtracked]
+            cut_states[i] += [_cut(task, problems[i], path, c) for c in backtracked]
         frontiers = [_frontier(cut_states[i], expanded[i], config) for i in range(len(problems))]
     for result in results:
         votes = result.votes()
@@ -321,15 +322,22 @@ def _finish(
     return Candidate(key, text, math.exp(mean_logprob), solved)
 
 
-def _cut(path: _Path, c: Continuation) -> _Path:
-    """The state a backtrack returns to: the path before ``<backtrack>`` less its last non-empty line.
+def _cut(task: Task, problem: Any, path: _Path, c: Continuation) -> _Path:
+    """The state a backtrack returns to: the path before ``<backtrack>`` less its last step line.
 
-    Tokens are kept whole: a token that spans the cut (a multi-character token
-    ending past the line start) is dropped with the line.
+    The paper's ``backtrack`` drops the last line; here the last line the task reads
+    as a step (valid or not) goes, with any lines after it that it reads as no step,
+    so that a step written on several lines (CountDown's research format: the
+    operation, then node and state lines) goes whole. For one-line steps the two agree.
+    Tokens are kept whole: a token that spans the cut is dropped with the line.
     """
     pieces = path.pieces + tuple(c.pieces[:-1])
-    text = "".join(pieces)
-    start = text.rfind("\n", 0, len(text.rstrip())) + 1  # start of the last non-empty line (0: none)
+    episode = Episode(task, problem, backtrack=True)
+    start = offset = 0  # start of the last counted line (0: none, the root)
+    for line in "".join(pieces).splitlines(keepends=True):
+        if episode.step(line).counted:
+            start = offset
+        offset += len(line)
     kept = length = 0
     while kept < len(pieces) and length + len(pieces[kept]) <= start:
         length += len(pieces[kept])

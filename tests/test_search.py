@@ -4,6 +4,7 @@ import re
 import pytest
 
 from backtrack_gym.agents.search import (
+    STOPS,
     Continuation,
     HFExpander,
     SearchConfig,
@@ -326,47 +327,11 @@ def model(tokenizer):
     return build_model("tiny", tokenizer, seed=0)
 
 
-def test_hf_expander_samples_consistent_continuations_with_exact_logprobs(torch, model, tokenizer):
-    expander = HFExpander(model, tokenizer, max_batch=6)  # 3 samples a prompt: two prompts a batch
-    prompts = [PROMPT1, PROMPT1 + "93 - 81 = 12\n", PROMPT2]  # unequal lengths: left padding
-    out = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=1)
-    stops = {"eos": tokenizer.eos_token_id, "backtrack": tokenizer.convert_tokens_to_ids(BACKTRACK)}
+@pytest.fixture(scope="module")
+def biased(torch, model, tokenizer):
+    """The tiny model with a logit bias, so that a random model writes lines, backtracks and stops."""
 
-    assert [len(samples) for samples in out] == [3, 3, 3]
-    seen = set()
-    for prompt, samples in zip(prompts, out, strict=True):
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        for c in samples:
-            seen.add(c.stop)
-            assert c.prompt_tokens == len(prompt_ids)
-            assert len(c.token_ids) == len(c.pieces) == len(c.logprobs) <= 12
-            assert not set(c.token_ids[:-1]) & set(stops.values())
-            if c.stop == "length":
-                assert len(c.token_ids) == 12 and c.token_ids[-1] not in stops.values()
-            else:
-                assert c.token_ids[-1] == stops[c.stop]
-            assert c.pieces == [tokenizer.decode([t], skip_special_tokens=True) for t in c.token_ids]
-            with torch.inference_mode():
-                logits = model(input_ids=torch.tensor([prompt_ids + c.token_ids])).logits[0].float()
-            logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1] / 0.7, dim=-1)
-            expected = logprobs.gather(1, torch.tensor(c.token_ids)[:, None])[:, 0]
-            assert torch.allclose(torch.tensor(c.logprobs), expected, atol=1e-4)
-            model_logprobs = torch.log_softmax(logits[len(prompt_ids) - 1 : -1], dim=-1)  # no temperature
-            expected = model_logprobs.gather(1, torch.tensor(c.token_ids)[:, None])[:, 0]
-            assert torch.allclose(torch.tensor(c.model_logprobs), expected, atol=1e-4)
-    assert seen == {"eos", "backtrack", "length"}  # every path was exercised (fixed seed)
-
-    again = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=1)
-    other = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=2)
-    assert again == out
-    assert [c.token_ids for s in other for c in s] != [c.token_ids for s in out for c in s]
-
-
-@pytest.mark.parametrize("rules", [{}, {"frontier": "round_best", "vote": "exp_mean_logprob"}])
-def test_search_with_a_tiny_model_runs_end_to_end(torch, model, tokenizer, rules):
     class Biased(torch.nn.Module):
-        """The model with a logit bias, so that a random model writes lines, backtracks and stops."""
-
         def __init__(self):
             super().__init__()
             self.model = model
@@ -380,9 +345,52 @@ def test_search_with_a_tiny_model_runs_end_to_end(torch, model, tokenizer, rules
             out.logits = out.logits + self.bias
             return out
 
+    return Biased()
+
+
+def test_hf_expander_samples_consistent_continuations_with_exact_logprobs(torch, biased, tokenizer):
+    expander = HFExpander(biased, tokenizer, max_batch=6)  # 3 samples a prompt: two prompts a batch
+    prompts = [PROMPT1, PROMPT1 + "93 - 81 = 12\n", PROMPT2]  # unequal lengths: left padding
+    stops = {"eos": tokenizer.eos_token_id, "backtrack": tokenizer.convert_tokens_to_ids(BACKTRACK)}
+    seen = set()
+    for seed in range(1, 21):  # until every way to stop was exercised
+        out = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=seed)
+        assert [len(samples) for samples in out] == [3, 3, 3]
+        for prompt, samples in zip(prompts, out, strict=True):
+            prompt_ids = tokenizer(prompt)["input_ids"]
+            for c in samples:
+                seen.add(c.stop)
+                assert c.prompt_tokens == len(prompt_ids)
+                assert len(c.token_ids) == len(c.pieces) == len(c.logprobs) <= 12
+                assert not set(c.token_ids[:-1]) & set(stops.values())
+                if c.stop == "length":
+                    assert len(c.token_ids) == 12 and c.token_ids[-1] not in stops.values()
+                else:
+                    assert c.token_ids[-1] == stops[c.stop]
+                assert c.pieces == [tokenizer.decode([t], skip_special_tokens=True) for t in c.token_ids]
+                with torch.inference_mode():
+                    logits = biased(input_ids=torch.tensor([prompt_ids + c.token_ids])).logits[0].float()
+                logits = logits[len(prompt_ids) - 1 : -1]
+                chosen = torch.tensor(c.token_ids)[:, None]
+                expected = torch.log_softmax(logits / 0.7, dim=-1).gather(1, chosen)[:, 0]
+                assert torch.allclose(torch.tensor(c.logprobs), expected, atol=1e-4)
+                expected = torch.log_softmax(logits, dim=-1).gather(1, chosen)[:, 0]  # no temperature
+                assert torch.allclose(torch.tensor(c.model_logprobs), expected, atol=1e-4)
+        if seen == set(STOPS):
+            break
+    assert seen == set(STOPS)
+
+    again = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=seed)
+    other = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=seed + 1)
+    assert again == out
+    assert [c.token_ids for s in other for c in s] != [c.token_ids for s in out for c in s]
+
+
+@pytest.mark.parametrize("rules", [{}, {"frontier": "round_best", "vote": "exp_mean_logprob"}])
+def test_search_with_a_tiny_model_runs_end_to_end(torch, biased, tokenizer, rules):
     config = SearchConfig(expansions=4, rounds=2, max_new_tokens=24, seed=2, **rules)
-    results = self_backtracking_search(TASK, [P1, P2], HFExpander(Biased(), tokenizer), config)
-    again = self_backtracking_search(TASK, [P1, P2], HFExpander(Biased(), tokenizer), config)
+    results = self_backtracking_search(TASK, [P1, P2], HFExpander(biased, tokenizer), config)
+    again = self_backtracking_search(TASK, [P1, P2], HFExpander(biased, tokenizer), config)
 
     assert results == again
     later_rounds = 0
