@@ -6,6 +6,7 @@ from backtrack_gym.envs.countdown.generator import (
     CountDownProblem,
     SplitProfile,
     generate,
+    reachable_targets,
     split_profile,
     split_targets,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "check_answer",
     "generate",
     "parse_step",
+    "reachable_targets",
     "solve",
     "split_profile",
     "split_targets",

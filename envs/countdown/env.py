@@ -82,10 +82,13 @@ class CountDownEnv(TextEnv):
 
     A problem gives ``num_count`` numbers and a target, e.g. target 24 from
     ``3 5 7 8``. A step takes two available numbers, combines them with one
-    operation and puts the result back in their place. The target must appear
-    among the numbers (or, with ``use_all_numbers``, be the only number left). By
-    default every result must be a non-negative integer, so division must be exact.
-    Problems are solvable by construction.
+    operation and puts the result back in their place. As in the research
+    (KempnerInstitute/Backtrack, ``countdown/src/countdown.py``) the problem is solved
+    when all numbers have been combined into the target: ``1 2 6 -> 12`` takes
+    ``1 * 2 = 2`` and ``2 * 6 = 12``. With ``use_all_numbers=False`` (differs from the
+    research) it is enough that the target appears among the numbers. By default
+    every result must be a non-negative integer, so division must be exact. Every
+    problem is solvable: the exact solver checks each draw of the default generator.
 
     ## Action Space
 
@@ -126,10 +129,12 @@ class CountDownEnv(TextEnv):
 
     ## Arguments
 
-    ``config`` (a :class:`CountDownConfig`) or any of its fields as keywords
-    (``num_count``, ``number_min``, ``number_max``, ``target_min``, ``target_max``,
-    ``held_out_fraction``, ``seed``, ``allow_negative``, ``allow_fractions``,
-    ``use_all_numbers``); ``max_steps`` (default 16); and ``split``,
+    ``config`` (a :class:`CountDownConfig`, whose defaults are the research's task)
+    or any of its fields as keywords (``num_count``, ``number_min``, ``number_max``,
+    ``target_min``, ``target_max``, ``held_out_fraction``, ``held_out_rule``,
+    ``split_seed``, ``seed``, ``allow_negative``, ``allow_fractions``,
+    ``use_all_numbers``, ``generator``, ``min_effective_share``, ...);
+    ``max_steps`` (default 16); and ``split``,
     ``interaction``, ``backtrack``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
     ``max_action_chars``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.

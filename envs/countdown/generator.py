@@ -1,8 +1,11 @@
-"""CountDown problems: configuration, held-out targets and per-index generation."""
+"""CountDown problems: configuration, held-out targets and per-index generation, as the research defines them."""
 
 from __future__ import annotations
 
 import hashlib
+import itertools
+import math
+import random
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -11,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from backtrack_gym.envs.countdown.rules import OPS, Rules, combine, is_solvable
+from backtrack_gym.envs.countdown.rules import OPS, Rules, combine, is_solvable, reachable_values
 from backtrack_gym.envs.seeding import item_rng
 
 
@@ -45,24 +48,67 @@ def _as_int(value: Any) -> int:
     return int(value)
 
 
+GENERATORS = ("research", "constructive")
+HELD_OUT_RULES = ("research", "hash")
+# Targets of a config's range; the split's targets are found by scanning sets of numbers.
+MAX_TARGETS = 10_000
+MAX_SCANNED_SETS = 20_000
+# How many held-out problems the degenerate-split check profiles (as split_profile does).
+PROFILE_SIZE = 500
+
+
 @dataclass(frozen=True)
 class CountDownConfig:
-    """Settings of the CountDown task.
+    """Settings of the CountDown task; the defaults are the research's task.
+
+    The research is Stream of Search and To Backtrack or Not to Backtrack, whose code
+    is KempnerInstitute/Backtrack (``countdown/src/countdown.py``,
+    ``countdown_generate.py``, ``countdown_utils.py``, run by ``scripts/gen_task.sh``
+    with ``--seed 4 --min_range 4 --start_range 4`` and ``--max_target 100``).
 
     Attributes:
-        num_count: how many numbers a problem gives (2..8).
-        number_min: smallest given number.
-        number_max: largest given number.
-        target_min: smallest target.
-        target_max: largest target.
-        held_out_fraction: share of the target range kept for the test split; train
-            and test problems never share a target.
+        num_count: how many numbers a problem gives (2..8). Research: 4
+            (``--start_range 4``).
+        number_min: smallest given number. Research: 1 (``random.randint(1, max_target-1)``
+            in ``CountDown.generate``).
+        number_max: largest given number. Research: ``max_target - 1`` = 99.
+        target_min: smallest target. Research: 10 (``range(10, max_target+1)``).
+        target_max: largest target. Research: ``--max_target 100``.
+        held_out_fraction: share of the targets kept for the test split; train and
+            test problems never share a target. Research: 0.1
+            (``target_nums[:len(target_nums)//10]``).
+        held_out_rule: how the held-out targets are chosen. ``"research"``: the
+            reachable targets in increasing order, shuffled by Python's
+            ``random.Random(split_seed).shuffle``, the first
+            ``floor(held_out_fraction * count)`` held out (at least one), as
+            ``countdown_generate.py`` does. ``"hash"`` (differs from the research):
+            this project's earlier rule, a fixed hash ranking of the whole target
+            range, ``round(held_out_fraction * size)`` held out.
+        split_seed: seed of the held-out shuffle. Research: 4 (the ``--seed`` of
+            ``gen_task.sh``; its ``val1`` results hold every target of 10..100 but
+            14, 39, 41, 57, 62, 81, 87, 89 and 96, the nine this seed holds out). The
+            research uses one seed for the shuffle and the problems; here the split
+            stays fixed while ``seed`` varies.
         seed: seed of the problem stream; item ``i`` depends only on (seed, split, i).
-        allow_negative: steps may produce negative results.
-        allow_fractions: division need not be exact.
-        use_all_numbers: the goal is that the only number left is the target
-            (default: the target appears among the numbers).
-        verify: check every generated problem with the exact solver (slower).
+        allow_negative: steps may produce negative results (differs from the research).
+        allow_fractions: division need not be exact (differs from the research).
+        use_all_numbers: the goal is that the only number left is the target, as in
+            the research (``CountDown.search``). False (differs from the research): the
+            target appearing among the numbers is enough, so ``1 2 6 -> 12`` is solved
+            by ``2 * 6 = 12``; problems then never give the target.
+        generator: ``"research"``: the target uniform over the split's targets, then
+            numbers drawn uniformly from ``number_min..number_max`` until the exact
+            solver reaches the target using all of them (``CountDown.generate``).
+            ``"constructive"`` (differs from the research; this project's earlier
+            generator): numbers drawn uniformly and combined by random steps, kept
+            when the result is a target of the split and not a given number, so the
+            targets that many draws reach are far more common.
+        min_effective_share: ``validate()`` refuses a config whose held-out problems
+            spread over fewer than this share of the held-out targets, counted as
+            effective targets (``1 / sum(p**2)`` over the first 500 held-out problems,
+            as :func:`split_profile` reports them); 0 accepts any split.
+        verify: check every problem of the constructive generator with the exact
+            solver (the research generator checks every draw anyway).
         max_attempts: draws of numbers before generation gives up.
     """
 
@@ -72,10 +118,14 @@ class CountDownConfig:
     target_min: int = 10
     target_max: int = 100
     held_out_fraction: float = 0.1
+    held_out_rule: str = "research"
+    split_seed: int = 4
     seed: int = 0
     allow_negative: bool = False
     allow_fractions: bool = False
-    use_all_numbers: bool = False
+    use_all_numbers: bool = True
+    generator: str = "research"
+    min_effective_share: float = 0.7
     verify: bool = False
     max_attempts: int = 10_000
 
@@ -91,19 +141,40 @@ class CountDownConfig:
             raise ValueError("negative targets need allow_negative=True")
         if max(abs(self.target_min), abs(self.target_max)) > 10**9:
             raise ValueError("targets must lie within +-10**9")
-        largest = max(self.number_max**self.num_count, self.number_max * self.num_count)
-        if self.target_min > largest:
+        if self.target_max - self.target_min + 1 > MAX_TARGETS:
             raise ValueError(
-                f"no target in {self.target_min}..{self.target_max} is reachable with {self.num_count} numbers "
-                f"up to {self.number_max} (at most {largest})"
+                f"the target range {self.target_min}..{self.target_max} holds more than {MAX_TARGETS} targets"
             )
+        if self.generator not in GENERATORS:
+            raise ValueError(f"generator must be one of {GENERATORS}, got {self.generator!r}")
+        if self.held_out_rule not in HELD_OUT_RULES:
+            raise ValueError(f"held_out_rule must be one of {HELD_OUT_RULES}, got {self.held_out_rule!r}")
         if not 0.0 <= self.held_out_fraction < 1.0:
             raise ValueError(f"held_out_fraction must be in [0, 1), got {self.held_out_fraction}")
-        held_out = held_out_count(self)
-        if self.held_out_fraction > 0 and held_out >= self.target_max - self.target_min + 1:
-            raise ValueError("the target range is too small to hold out targets and keep some for training")
+        if not 0.0 <= self.min_effective_share <= 1.0:
+            raise ValueError(f"min_effective_share must be in [0, 1], got {self.min_effective_share}")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if not reachable_targets(self):
+            raise ValueError(
+                f"no target in {self.target_min}..{self.target_max} is reachable using all {self.num_count} numbers "
+                f"in {self.number_min}..{self.number_max}"
+            )
+        splits = split_targets(self)
+        if self.held_out_fraction > 0 and not splits["train"]:
+            raise ValueError(
+                f"the target range is too small to hold out targets and keep some for training "
+                f"({len(splits['test'])} reachable targets)"
+            )
+        if splits["test"] and self.min_effective_share > 0:
+            effective = held_out_effective_targets(self)
+            if effective < self.min_effective_share * len(splits["test"]):
+                raise ValueError(
+                    f"the held-out split is degenerate: its {len(splits['test'])} targets amount to {effective:.1f} "
+                    f"effective targets (1/sum p^2 of its problems' targets), fewer than "
+                    f"min_effective_share={self.min_effective_share} x {len(splits['test'])}; use "
+                    "generator='research', widen the number range, or set min_effective_share=0 to accept it"
+                )
         return self
 
     @property
@@ -118,11 +189,58 @@ class CountDownConfig:
         return {f.name for f in fields(cls)}
 
 
+def reachable_targets(config: CountDownConfig) -> frozenset[int]:
+    """The targets of the range that some draw of numbers reaches using all of them."""
+    return _reachable_targets(
+        config.rules, config.num_count, config.number_min, config.number_max, config.target_min, config.target_max
+    )
+
+
+@lru_cache(maxsize=64)
+def _reachable_targets(
+    rules: Rules, num_count: int, number_min: int, number_max: int, target_min: int, target_max: int
+) -> frozenset[int]:
+    """Scan the sets of numbers in increasing order until every target has a solution.
+
+    Exact: the scan ends when no target is left without one, or when every set has
+    been tried; it refuses to go past ``MAX_SCANNED_SETS`` sets (small numbers reach
+    most targets, so the research's range needs about a hundred). Beyond four numbers
+    the targets of two fewer numbers come first (``t + (a - a)``), and of one fewer
+    when 1 may be drawn (``t * 1``).
+    """
+    found: set[int] = set()
+    if num_count > 4:
+        smaller = [num_count - 2] + ([num_count - 1] if number_min <= 1 <= number_max else [])
+        for count in smaller:
+            found |= _reachable_targets(rules, count, number_min, number_max, target_min, target_max)
+    missing = set(range(target_min, target_max + 1)) - found
+    sets = itertools.combinations_with_replacement(range(number_min, number_max + 1), num_count)
+    for scanned, numbers in enumerate(sets):
+        if not missing:
+            break
+        if scanned == MAX_SCANNED_SETS:
+            raise ValueError(
+                f"cannot tell whether targets {sorted(missing)[:10]}{'...' if len(missing) > 10 else ''} are "
+                f"reachable: the first {MAX_SCANNED_SETS} sets of {num_count} numbers in {number_min}..{number_max} "
+                "reach none of them; narrow the target range"
+            )
+        if num_count <= 4:
+            hits = missing & reachable_values(rules, numbers)
+        else:
+            hits = {target for target in missing if is_solvable(rules, numbers, target)}
+        missing -= hits
+        found |= hits
+    return frozenset(found)
+
+
 def held_out_count(config: CountDownConfig) -> int:
-    size = config.target_max - config.target_min + 1
+    """How many targets the test split holds (at least one unless ``held_out_fraction`` is 0)."""
     if config.held_out_fraction == 0:
         return 0
-    return max(1, round(config.held_out_fraction * size))
+    if config.held_out_rule == "hash":
+        return max(1, round(config.held_out_fraction * (config.target_max - config.target_min + 1)))
+    # The research's len(targets) // 10: 0.1 is stored a little above 1/10, so the floor never falls short.
+    return max(1, math.floor(config.held_out_fraction * len(reachable_targets(config))))
 
 
 def _target_rank(target: int) -> bytes:
@@ -132,35 +250,83 @@ def _target_rank(target: int) -> bytes:
 
 @lru_cache(maxsize=64)
 def split_targets(config: CountDownConfig) -> dict[str, frozenset[int]]:
-    """The targets of each split: a fixed ``held_out_fraction`` of the range is test."""
-    targets = sorted(range(config.target_min, config.target_max + 1), key=_target_rank)
+    """The targets of each split, chosen by ``config.held_out_rule``.
+
+    The research's rule (``countdown_generate.py``): ``random.seed(seed)``, then
+    ``random.shuffle`` of the targets in increasing order, the first tenth held out.
+    Here the targets are those some draw reaches (all of 10..100 for the research's
+    numbers) and the seed is ``split_seed``.
+    """
+    if config.held_out_rule == "hash":
+        targets = sorted(range(config.target_min, config.target_max + 1), key=_target_rank)
+    else:
+        targets = sorted(reachable_targets(config))
+        random.Random(config.split_seed).shuffle(targets)
     count = held_out_count(config)
     return {"test": frozenset(targets[:count]), "train": frozenset(targets[count:])}
 
 
 def generate(config: CountDownConfig, index: int, split: str = "train") -> CountDownProblem:
-    """The problem at ``index`` of ``split``, solvable by construction.
+    """The problem at ``index`` of ``split``, by ``config.generator``; solvable either way.
 
-    Numbers are drawn uniformly; then random steps combine them all into one value.
-    A draw is kept when that value is a target of the split and not one of the given
-    numbers (which would make the problem trivial).
+    ``"research"`` (``CountDown.generate`` in KempnerInstitute/Backtrack
+    ``countdown/src/countdown.py``, the target from ``random.choice(target_nums)`` in
+    ``countdown_generate.py``): the target is uniform over the split's targets; numbers
+    are drawn uniformly until the exact solver reaches the target using all of them
+    (and, under ``use_all_numbers=False``, the target is not among them).
+    ``"constructive"``: numbers are drawn uniformly, then random steps combine them all
+    into one value; a draw is kept when that value is a target of the split and not one
+    of the given numbers (which would make the problem trivial).
     """
     rng = item_rng(config.seed, split, index)
     targets = split_targets(config)[split]
     if not targets:
         raise ValueError(f"the {split} split has no targets (held_out_fraction={config.held_out_fraction})")
     rules = config.rules
+    if config.generator == "research":
+        drawable = drawable_targets(config, split)
+        target = drawable[int(rng.integers(len(drawable)))]
     for _ in range(config.max_attempts):
-        numbers = [int(x) for x in rng.integers(config.number_min, config.number_max + 1, size=config.num_count)]
-        value = _random_combination(rng, rules, numbers)
+        numbers = tuple(int(x) for x in rng.integers(config.number_min, config.number_max + 1, size=config.num_count))
+        if config.generator == "research":
+            if (config.use_all_numbers or target not in numbers) and is_solvable(rules, numbers, target):
+                return CountDownProblem(numbers, target)
+            continue
+        value = _random_combination(rng, rules, list(numbers))
         if value in targets and value not in numbers:
-            problem = CountDownProblem(tuple(numbers), int(value))
+            problem = CountDownProblem(numbers, int(value))
             if config.verify and not is_solvable(rules, problem.numbers, problem.target, config.use_all_numbers):
                 raise AssertionError(f"generated an unsolvable problem {problem}")
             return problem
+    wanted = f"target {target}" if config.generator == "research" else "a target of the split"
     raise RuntimeError(
-        f"no {split} problem found in {config.max_attempts} draws; widen the target range or the number range"
+        f"no {split} problem found for {wanted} in {config.max_attempts} draws; raise max_attempts or widen the "
+        "number range"
     )
+
+
+@lru_cache(maxsize=64)
+def drawable_targets(config: CountDownConfig, split: str) -> tuple[int, ...]:
+    """The targets of ``split`` the research generator draws from, in increasing order: the
+    reachable ones (all of them but under ``held_out_rule="hash"``, which ranks the whole range).
+    """
+    return tuple(sorted(split_targets(config)[split] & reachable_targets(config)))
+
+
+def held_out_effective_targets(config: CountDownConfig) -> float:
+    """Effective targets (``1 / sum(p**2)``) of the held-out split.
+
+    Exact for the research generator, whose targets are uniform; for the constructive
+    one, counted on the split's first ``PROFILE_SIZE`` problems.
+    """
+    if config.generator == "research":
+        return float(len(drawable_targets(config, "test")))
+    return _profiled_effective_targets(config)
+
+
+@lru_cache(maxsize=64)
+def _profiled_effective_targets(config: CountDownConfig) -> float:
+    return split_profile(config, PROFILE_SIZE, "test").effective_targets
 
 
 @dataclass(frozen=True)
