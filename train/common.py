@@ -173,11 +173,12 @@ def with_model_card(trainer_class: type, card: str) -> type:
     its quick start runs a chat pipeline on ``hub_model_id``.
     """
 
+    from backtrack_gym.train.data import atomic_write
+
     class CardTrainer(trainer_class):
         def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-            if self.is_world_process_zero():
-                Path(self.args.output_dir).mkdir(parents=True, exist_ok=True)
-                (Path(self.args.output_dir) / MODEL_CARD).write_text(card)
+            if self.is_world_process_zero():  # at every checkpoint: whole, even when a kill comes mid-write
+                atomic_write(Path(self.args.output_dir) / MODEL_CARD, lambda path: path.write_text(card))
 
     CardTrainer.__name__ = CardTrainer.__qualname__ = trainer_class.__name__
     return CardTrainer
