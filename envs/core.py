@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 
@@ -46,6 +46,19 @@ class Invalid:
 
     kind: Literal["malformed", "illegal"]
     reason: str
+
+
+@dataclass(frozen=True)
+class Move:
+    """A line that moves through the search tree instead of taking one step (see :meth:`Task.read`).
+
+    The episode keeps the first ``depth + 1`` states of its stack (each state above
+    them undone counts as one backtrack), then pushes ``states`` in order (each one
+    state reached by a valid step, which the task has checked).
+    """
+
+    depth: int
+    states: tuple[Any, ...] = ()
 
 
 class Task(ABC, Generic[Problem, State, Step]):
@@ -107,6 +120,18 @@ class Task(ABC, Generic[Problem, State, Step]):
     def parse_step(self, line: str) -> Step | Invalid | None:
         """Parse one stripped, non-empty line; None means free text that is no step."""
 
+    def read(self, problem: Problem, states: Sequence[State], line: str) -> Step | Move | Invalid | None:
+        """Read one stripped, non-empty line of an episode whose state stack is ``states`` (start first).
+
+        By default a line is read on its own (:meth:`parse_step`). A grammar whose lines
+        also state or move between nodes of a search (CountDown's research format)
+        reads them against the stack: a line that agrees with it and changes nothing is
+        None (no step, like free text), one that contradicts it an ``"illegal"``
+        :class:`Invalid`, and one that moves a :class:`Move`. ``states`` is not to be
+        changed.
+        """
+        return self.parse_step(line)
+
     @abstractmethod
     def format_step(self, step: Step) -> str: ...
 
@@ -162,6 +187,10 @@ class StepResult:
 class Episode(Generic[Problem, State, Step]):
     """Replays lines through a task's rules, keeping the backtrack stack and the counts.
 
+    Each line the task reads (:meth:`Task.read`) as a step, a move or an invalid line
+    is one step of the budget; a move counts each state it undoes as a backtrack and
+    each state it pushes as a valid step.
+
     Args:
         task: the task whose rules and grammar apply.
         problem: the problem being solved.
@@ -206,17 +235,33 @@ class Episode(Generic[Problem, State, Step]):
             self.stats.backtracks += 1
             self._update_goal()
             return StepResult(line)
-        step = self.task.parse_step(text)
+        step = self.task.read(self.problem, self.states, text)
         if step is None:
             return StepResult(line, counted=False)
         self.stats.steps += 1
         if isinstance(step, Invalid):
             return self.reject(line, step)
+        if isinstance(step, Move):
+            return self._move(line, step)
         new_state = self.task.apply(self.problem, self.state, step)
         if isinstance(new_state, Invalid):
             return self.reject(line, new_state)
         self.states.append(new_state)
         self.stats.valid += 1
+        self._update_goal()
+        return StepResult(line)
+
+    def _move(self, line: str, move: Move) -> StepResult:
+        """One line that undoes the states above ``move.depth`` and pushes ``move.states``."""
+        if not 0 <= move.depth < len(self.states):
+            raise ValueError(f"{self.task.name} read a move to depth {move.depth} of a stack of {len(self.states)}")
+        undone = len(self.states) - 1 - move.depth
+        if undone and not self.backtrack:
+            return self.reject(line, Invalid("illegal", "backtracking is off in this env"))
+        del self.states[move.depth + 1 :]
+        self.states.extend(move.states)
+        self.stats.backtracks += undone
+        self.stats.valid += len(move.states)
         self._update_goal()
         return StepResult(line)
 

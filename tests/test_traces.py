@@ -4,7 +4,7 @@ import pytest
 
 import backtrack_gym  # noqa: F401
 from backtrack_gym.agents.traces import styles_for, write_trace
-from backtrack_gym.agents.traces.countdown import beam, dfs, mult_heuristic, sum_heuristic
+from backtrack_gym.agents.traces.countdown import TRACE_FORMATS, bfs, dfs, mult_heuristic, sum_heuristic
 from backtrack_gym.envs import BACKTRACK, TASK_ENV_IDS, make_task
 from backtrack_gym.envs.countdown import CountDownProblem, parse_step, solve
 from backtrack_gym.envs.countdown.rules import is_solvable
@@ -20,16 +20,21 @@ def replay(task_id, problem_dict, completion):
     return env.episode.state, reward, info
 
 
-CASES = [(name, style) for name in ("countdown", "math") for style in sorted(styles_for(make_task(name)))]
+CASES = [
+    (name, style, trace_format)
+    for name, formats in (("countdown", TRACE_FORMATS), ("math", ("compact",)))
+    for style in sorted(styles_for(make_task(name)))
+    for trace_format in formats
+]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("task_name", "style"), CASES)
-def test_every_trace_replays_to_the_oracle_state(task_name, style):
+@pytest.mark.parametrize(("task_name", "style", "trace_format"), CASES)
+def test_every_trace_replays_to_the_oracle_state(task_name, style, trace_format):
     task = make_task(task_name)
     for index in range(1000):
         problem = task.generate(index)
-        trace = write_trace(task, problem, style, rng=item_rng(0, "train", index, 1))
+        trace = write_trace(task, problem, style, rng=item_rng(0, "train", index, 1), trace_format=trace_format)
         state, reward, info = replay(TASK_ENV_IDS[task_name], task.problem_to_dict(problem), trace.completion)
         assert state == trace.final_state, (style, index)
         assert info["solved"] == trace.solved and reward == (1.0 if trace.solved else 0.0)
@@ -37,49 +42,63 @@ def test_every_trace_replays_to_the_oracle_state(task_name, style):
         assert info["valid_steps"] == trace.steps
 
 
-def test_direct_is_a_shortest_solution():
+def test_direct_is_a_solution_using_every_number():
     for index in range(50):
         problem = TASK.generate(index)
         trace = write_trace(TASK, problem, "direct")
         assert trace.solved and trace.backtracks == 0
-        assert len(trace.lines) == len(solve(TASK.rules, problem.numbers, problem.target))
+        assert len(trace.lines) == len(problem.numbers) - 1 == len(solve(TASK.rules, problem.numbers, problem.target))
 
 
-def test_heuristics():
+def test_heuristics_are_the_researchs():
+    # countdown_utils.py: sum_heuristic is the mean distance to the target...
     assert sum_heuristic((20, 30), 24) == 5.0
-    # 24's factors are 2 3 4 6 8 12 24: 7 is 1 from 6 or 8, 25 is 1 from 24.
-    assert mult_heuristic((7, 25), 24) == 1.0
+    # ...and mult_heuristic the sum of the distances to the nearest factor of the target in 2..target:
+    # 24's are 2 3 4 6 8 12 24, so 7 is 1 from 6 or 8 and 25 is 1 from 24.
+    assert mult_heuristic((7, 25), 24) == 2
+    assert mult_heuristic((7, 25, 12), 24) == 2
 
 
 def test_dfs_orders_children_by_heuristic_and_prunes():
     problem = CountDownProblem((3, 5, 9), 58)
-    first = dfs(TASK, problem, threshold=float("inf")).lines[0]
+    first = dfs(TASK, problem, heuristic_name="sum", threshold=float("inf")).lines[0]
     # 5 * 9 = 45 leaves (3, 45): mean distance 34, the lowest of all children.
     assert first == "5 * 9 = 45"
     # A zero threshold prunes every child that does not reach the goal at once...
-    pruned = dfs(TASK, problem, threshold=0.0)
+    pruned = dfs(TASK, problem, heuristic_name="sum", threshold=0.0)
     assert pruned.lines == [] and not pruned.solved
-    # ...but never the goal itself.
-    assert dfs(TASK, CountDownProblem((2, 3, 50), 6), threshold=0.0).lines == ["2 * 3 = 6"]
+    # ...but not the goal itself, which scores 0.
+    assert dfs(TASK, CountDownProblem((2, 3), 6), heuristic_name="sum", threshold=0.0).lines == ["2 * 3 = 6"]
 
 
 def test_dfs_writes_backtracks_out_of_dead_ends():
-    trace = dfs(TASK, CountDownProblem((50, 21, 78, 12), 61))
+    trace = dfs(TASK, CountDownProblem((50, 21, 78, 12), 61), heuristic_name="sum")
     assert trace.solved and trace.backtracks > 0
     assert trace.lines.count(BACKTRACK) == trace.backtracks
-    assert trace.lines[-1] == "78 - 17 = 61"
-    # Without a solution the search returns to the root, having undone every step.
+    assert trace.lines[-2:] == ["78 - 50 = 28", "33 + 28 = 61"]
+    # Without a solution the search ends at its last dead end, every other step undone.
     hopeless = CountDownProblem((3, 5, 9), 58)
     assert solve(TASK.rules, hopeless.numbers, hopeless.target) is None
-    trace = dfs(TASK, hopeless, threshold=float("inf"))
-    assert not trace.solved and trace.final_state == (3, 5, 9)
-    assert trace.backtracks == len(trace.lines) - trace.backtracks
+    trace = dfs(TASK, hopeless, heuristic_name="sum", threshold=float("inf"))
+    assert not trace.solved and len(trace.final_state) == 1
+    assert trace.steps - trace.backtracks == 2 == len(trace.lines) - 2 * trace.backtracks
+
+
+def test_dfs_needs_a_heuristic_or_a_generator_to_draw_one():
+    problem = CountDownProblem((3, 5, 9), 58)
+    with pytest.raises(ValueError, match="heuristic_name"):
+        dfs(TASK, problem)
+    with pytest.raises(ValueError, match="heuristic_name must be one of"):
+        dfs(TASK, problem, heuristic_name="product")
+    drawn = {tuple(dfs(TASK, problem, rng=np.random.default_rng(seed)).lines) for seed in range(8)}
+    named = {tuple(dfs(TASK, problem, heuristic_name=name).lines) for name in ("sum", "mult")}
+    assert drawn == named
 
 
 def test_think_leaves_failed_last_operations_implicit():
     for index in range(200):
         problem = TASK.generate(index)
-        full, pruned = dfs(TASK, problem), dfs(TASK, problem, think=True)
+        full, pruned = dfs(TASK, problem, heuristic_name="sum"), dfs(TASK, problem, heuristic_name="sum", think=True)
         assert pruned.solved == full.solved or not full.solved
         assert len(pruned.lines) <= len(full.lines)
         state = [problem.numbers]
@@ -92,13 +111,16 @@ def test_think_leaves_failed_last_operations_implicit():
                 assert state[-1] == (problem.target,), "a failed last operation was written"
 
 
-def test_beam_width_bounds_and_moves_between_branches():
+def test_bfs_width_bounds_and_moves_between_branches():
     problem = TASK.generate(3)
+    rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match="width"):
-        beam(TASK, problem, width=6)
-    narrow, wide = beam(TASK, problem, width=1), beam(TASK, problem, width=5)
-    assert wide.solved or not narrow.solved
+        bfs(TASK, problem, rng=rng, width=6)
+    wide = bfs(TASK, problem, rng=rng, heuristic_name="sum", width=5)
     assert wide.backtracks > 0
+    # A move to another branch goes back to the common ancestor and takes its steps again.
+    replayed = [line for line in wide.lines if line != BACKTRACK]
+    assert len(replayed) > len(set(replayed))
 
 
 def test_mix_is_seeded_and_varies():

@@ -3,7 +3,9 @@
 A :class:`TraceWriter` walks a task's states the way an env replays lines: each
 applied step is a line and pushes a state, each ``<backtrack>`` line pops one. So a
 trace written here replays in the env (completion mode, backtracking on) to the
-state the writer ended in, by construction and by test.
+state the writer ended in, by construction and by test. A task's writer may add lines
+that state or move between nodes (CountDown's research format); it keeps the stack
+with :meth:`TraceWriter.pop_to` and :meth:`TraceWriter.push` as the env reads those lines.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ class Trace:
         masked: indices of lines to leave out of the SFT loss (inserted wrong steps).
         solved: the last state reaches the goal.
         final_state: the state the writer ended in (what a replay must reach).
-        backtracks: number of backtrack lines.
-        steps: number of applied step lines (not free text or backtracks).
+        backtracks: states undone (a ``<backtrack>`` line undoes one).
+        steps: steps applied (what a replay counts as valid steps).
     """
 
     lines: list[str]
@@ -74,9 +76,17 @@ def _layout(pieces: list[tuple[str, bool]]) -> tuple[str, list[tuple[int, int]]]
     return "".join(text for text, _ in pieces), spans
 
 
+class TraceFull(Exception):
+    """A line was written past the writer's ``max_lines``: the search stops there."""
+
+
 @dataclass
 class TraceWriter:
-    """Writes lines while tracking the state stack exactly as :class:`Episode` replays them."""
+    """Writes lines while tracking the state stack exactly as :class:`Episode` replays them.
+
+    Writing a line past ``max_lines`` raises :class:`TraceFull` (a search may check
+    :attr:`full` instead); the lines written so far stay a trace that replays.
+    """
 
     task: Task
     problem: Any
@@ -85,7 +95,7 @@ class TraceWriter:
     lines: list[str] = field(default_factory=list)
     masked: list[int] = field(default_factory=list)
     backtracks: int = 0
-    notes: int = 0
+    valid: int = 0
 
     def __post_init__(self) -> None:
         self.states = [self.task.initial_state(self.problem)]
@@ -108,31 +118,51 @@ class TraceWriter:
     def solved(self) -> bool:
         return self.task.is_solved(self.problem, self.state)
 
+    def write(self, line: str, *, masked: bool = False) -> None:
+        """Append ``line`` (masked from the loss if ``masked``); past ``max_lines`` raise :class:`TraceFull`."""
+        if self.full:
+            raise TraceFull(f"the trace has its {self.max_lines} lines")
+        if masked:
+            self.masked.append(len(self.lines))
+        self.lines.append(line)
+
+    def push(self, step: Any, state: Any | None = None) -> Any:
+        """Take ``step`` (its state ``state``, else the rules' one) without writing a line; it must be legal."""
+        if state is None:
+            state = self.task.apply(self.problem, self.state, step)
+        if isinstance(state, Invalid):
+            raise ValueError(f"trace step {self.task.format_step(step)!r} is invalid: {state.reason}")
+        self.states.append(state)
+        self.path.append(step)
+        self.valid += 1
+        return state
+
+    def pop_to(self, depth: int) -> None:
+        """Return to the state at ``depth`` without writing a line (each step undone is a backtrack)."""
+        if not 0 <= depth <= self.depth:
+            raise ValueError(f"cannot go back to depth {depth} from depth {self.depth}")
+        self.backtracks += self.depth - depth
+        del self.states[depth + 1 :]
+        del self.path[depth:]
+
     def apply(self, step: Any, *, masked: bool = False) -> Any:
         """Write ``step`` and move to its state; it must be legal."""
         state = self.task.apply(self.problem, self.state, step)
         if isinstance(state, Invalid):
             raise ValueError(f"trace step {self.task.format_step(step)!r} is invalid: {state.reason}")
-        if masked:
-            self.masked.append(len(self.lines))
-        self.lines.append(self.task.format_step(step))
-        self.states.append(state)
-        self.path.append(step)
-        return state
+        self.write(self.task.format_step(step), masked=masked)
+        return self.push(step, state)
 
     def note(self, line: str) -> None:
         """Write a free-text line (no step; the grammar must read it as text)."""
-        self.lines.append(line)
-        self.notes += 1
+        self.write(line)
 
     def backtrack(self) -> None:
         """Write a backtrack line and return to the previous state."""
         if self.depth == 0:
             raise ValueError("nothing to backtrack")
-        self.lines.append(self.backtrack_token)
-        self.states.pop()
-        self.path.pop()
-        self.backtracks += 1
+        self.write(self.backtrack_token)
+        self.pop_to(self.depth - 1)
 
     def move_to(self, path: tuple[Any, ...] | list[Any]) -> None:
         """Go to the node at ``path``: backtrack to the common ancestor, then apply the rest."""
@@ -145,5 +175,4 @@ class TraceWriter:
             self.apply(step)
 
     def finish(self) -> Trace:
-        steps = len(self.lines) - self.backtracks - self.notes
-        return Trace(list(self.lines), list(self.masked), self.solved(), self.state, self.backtracks, steps)
+        return Trace(list(self.lines), list(self.masked), self.solved(), self.state, self.backtracks, self.valid)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from backtrack_gym.envs.core import Invalid, Task, TextEnv
+from backtrack_gym.envs.core import Invalid, Move, Task, TextEnv
 from backtrack_gym.envs.countdown import grammar, rules
 from backtrack_gym.envs.countdown.generator import CountDownConfig, CountDownProblem, generate
 from backtrack_gym.envs.expr import Value, evaluate, format_value
@@ -19,7 +19,8 @@ class CountDownTask(Task[CountDownProblem, State, rules.Step]):
     """CountDown rules, grammar and generation for one :class:`CountDownConfig`."""
 
     name = "countdown"
-    charset = string.ascii_letters + string.digits + " +-*/=()|:<>\n"
+    # Last, so the older characters keep their token ids: [],#'. appear in the research trace format.
+    charset = string.ascii_letters + string.digits + " +-*/=()|:<>\n[],#'."
     max_line_chars = 128
     default_max_steps = 16
 
@@ -62,6 +63,10 @@ class CountDownTask(Task[CountDownProblem, State, rules.Step]):
     def parse_step(self, line: str) -> rules.Step | Invalid:
         return grammar.parse_step(line)
 
+    def read(self, problem: CountDownProblem, states: Sequence[State], line: str) -> rules.Step | Move | Invalid | None:
+        """A bare step, or a line of the research's traces read against the stack (:func:`grammar.read_line`)."""
+        return grammar.read_line(problem, states, line, self.rules, lambda state: self.is_solved(problem, state))
+
     def format_step(self, step: rules.Step) -> str:
         return str(step)
 
@@ -98,6 +103,22 @@ class CountDownEnv(TextEnv):
     ``backtrack=True``. In ``interaction="step"`` one action is one line; in
     ``interaction="completion"`` one action is a whole output that is replayed line
     by line, blank lines skipped, stopping when the target is reached.
+
+    The env also reads the lines of the research's search traces (Stream of Search,
+    ``countdown_dfs.py``; ``trace_format="research"`` of
+    :func:`backtrack_gym.agents.traces.write_trace`; :mod:`~backtrack_gym.envs.countdown.grammar`
+    says how): ``Exploring Operation: 8-5=3, Resulting Numbers: [3, 7, 3]`` is a step,
+    ``Current State: ...`` and ``Moving to Node #0`` lines may go to another node (each
+    step undone a backtrack), and the other lines are checked against the state and
+    are no steps. A line that contradicts the state (wrong ``Resulting Numbers``) is
+    illegal, with the reason. Which format to use: in step mode the compact one (bare
+    steps), because the observation after each action already shows the numbers left;
+    in completion mode either, the research format writing the numbers left with every
+    step (as the research's models were trained), the compact one leaving them to the
+    model. A research trace is about three times as long: its step budget must cover
+    its characters, ``max_steps * (max_line_chars + 1)`` (16 steps take a direct trace,
+    the 512-line search traces of ``backtrack-gym data`` up to 260; the experiments'
+    budget is ``max_env_steps``).
 
     ## Observation Space
 
