@@ -206,7 +206,10 @@ def _read_exploring(states: Sequence[State], line: str, rules: Rules) -> Move | 
         )
     after = apply_step(rules, states[depth], step)
     if isinstance(after, Invalid):
-        return after
+        if depth == len(states) - 1:
+            return after
+        where = f"{len(numbers)} Resulting Numbers come from the node {format_numbers(states[depth])}"
+        return Invalid(after.kind, f"{where}: {after.reason}")
     if not _same(numbers, after):
         return Invalid("illegal", f"wrong Resulting Numbers: {match['operation']} leaves {format_numbers(after)}")
     return Move(depth, (after,))
