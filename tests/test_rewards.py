@@ -41,9 +41,9 @@ def test_unknown_term_is_a_clear_error():
 
 def test_trl_adapter_scores_columns():
     task = make_task("countdown")
-    problem = {"numbers": [2, 3, 4, 9], "target": 24}
+    problem = {"numbers": [3, 4, 9], "target": 24}
     good = "9 - 3 = 6\n6 * 4 = 24"
-    bad = "3 + 4 = 8\n9 * 2 = 18"
+    bad = "3 + 4 = 8\n9 * 3 = 27"
     correct, validity = trl_reward_functions(task, {"correct": 1.0, "validity": 0.5}, invalid_policy="ignore")
     assert correct.__name__ == "countdown_correct" and validity.__name__ == "countdown_validity"
     assert correct(prompts=["p", "p"], completions=[good, bad], problem=[problem, problem]) == [1.0, 0.0]
@@ -54,7 +54,7 @@ def test_trl_adapter_accepts_json_problems_and_messages():
     task = make_task("countdown")
     (correct,) = trl_reward_functions(task, invalid_policy="ignore")
     messages = [[{"role": "assistant", "content": "9 - 3 = 6\n6 * 4 = 24"}]]
-    assert correct(prompts=None, completions=messages, problem=['{"numbers": [2, 3, 4, 9], "target": 24}']) == [1.0]
+    assert correct(prompts=None, completions=messages, problem=['{"numbers": [3, 4, 9], "target": 24}']) == [1.0]
     with pytest.raises(KeyError, match="problem"):
         correct(prompts=None, completions=["x"], numbers=[[1]])
     with pytest.raises(TypeError):
@@ -64,7 +64,7 @@ def test_trl_adapter_accepts_json_problems_and_messages():
 def test_trl_rewards_are_the_env_return_under_the_env_defaults():
     # The env's defaults: 16 steps, penalize at 0.1 (format and validity terms), an action cap.
     task = make_task("countdown")
-    problem = {"numbers": [2, 3, 4, 9], "target": 24}
+    problem = {"numbers": [3, 4, 9], "target": 24}
     solution = "9 - 3 = 6\n6 * 4 = 24"
     completions = [solution, solution + "\n" * 2100, "1 + 1 = 3\n" * 20 + solution, "x\n" * 20 + solution]
     funcs = trl_reward_functions(task)
@@ -82,7 +82,7 @@ def test_trl_rewards_are_the_env_return_under_the_env_defaults():
 
 def test_trl_rewards_follow_the_settings_given():
     task = make_task("countdown")
-    problem = {"numbers": [2, 3, 4, 9], "target": 24}
+    problem = {"numbers": [3, 4, 9], "target": 24}
     completion = "1 + 1 = 3\n" * 20 + "9 - 3 = 6\n6 * 4 = 24"
     (correct,) = trl_reward_functions(task, invalid_policy="ignore", max_steps=32)
     assert correct(completions=[completion], problem=[problem]) == [1.0]
@@ -96,7 +96,7 @@ def test_trl_rewards_score_each_new_batch():
     # The functions of one call share the scoring of a batch: a new batch is scored afresh.
     task = make_task("countdown")
     correct, length = trl_reward_functions(task, {"correct": 1.0, "length": 1.0}, invalid_policy="ignore")
-    problem, other = {"numbers": [2, 3, 4, 9], "target": 24}, {"numbers": [2, 3, 4, 9], "target": 18}
+    problem, other = {"numbers": [3, 4, 9], "target": 24}, {"numbers": [2, 9], "target": 18}
     solves_24, solves_18 = "9 - 3 = 6\n6 * 4 = 24", "9 * 2 = 18"
     assert correct(completions=[solves_24], problem=[problem]) == [1.0]
     assert length(completions=[solves_24], problem=[problem]) == [-2.0]

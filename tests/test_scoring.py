@@ -20,6 +20,7 @@ import pytest
 import backtrack_gym  # noqa: F401  (registers the envs)
 from backtrack_gym.envs import BACKTRACK, TASK_ENV_IDS, Episode, make_task
 from backtrack_gym.envs.core import INVALID_POLICIES, play_completion, step_actions
+from backtrack_gym.envs.countdown.grammar import format_numbers, format_operation
 from backtrack_gym.envs.math import MathEnv
 from backtrack_gym.rewards import METRICS, TERMS, episode_reward_functions, trl_reward_functions
 from backtrack_gym.train.grpo import GRPORunConfig, _plain_info, episode_settings
@@ -43,9 +44,23 @@ MALFORMED = {
 }
 FREE_TEXT = ["Let me think.", "so that is the total", "Wait"]
 BLANKS = ["", "   ", "\t"]
-KINDS = ("legal", "solution", "illegal", "malformed", "free", "blank", "backtrack", "padded", "long", "huge")
-MOVES = ("legal", "solution", "backtrack", "padded")  # the kinds of line meant to move the state
-KIND_P = (0.26, 0.06, 0.12, 0.1, 0.1, 0.1, 0.12, 0.06, 0.075, 0.005)
+KINDS = (
+    "legal",
+    "solution",
+    "illegal",
+    "malformed",
+    "free",
+    "blank",
+    "backtrack",
+    "padded",
+    "long",
+    "huge",
+    "research",
+)
+MOVES = ("legal", "solution", "backtrack", "padded", "research")  # the kinds of line meant to move the state
+KIND_P = (0.22, 0.06, 0.1, 0.1, 0.08, 0.1, 0.12, 0.06, 0.075, 0.005, 0.08)
+# Lines of CountDown's research trace format (free text for the other tasks), mostly true of the state.
+RESEARCH = ("explore", "current", "moving", "generated", "verdict")
 
 
 class RandomOutputs:
@@ -78,6 +93,8 @@ class RandomOutputs:
                 new = ["1" * (task.max_line_chars - 1 + int(rng.integers(0, 4)))]
             elif kind == "huge":  # past any completion cap here
                 new = ["9" * 10_000]
+            elif kind == "research":
+                new = [self._research(problem, reached.states)]
             else:  # blank (or a legal step where there is none)
                 new = [BLANKS[int(rng.integers(len(BLANKS)))]]
             if kind in MOVES:
@@ -85,6 +102,47 @@ class RandomOutputs:
                     reached.step(line)
             lines += new
         return lines
+
+    def _research(self, problem, states) -> str:
+        """A research-format line about the stack ``states``: a step from a node on it, a node
+        named by its operations (on the path or beside it), a move, a node or verdict line;
+        about one in five states wrong numbers."""
+        task, rng = self.task, self.rng
+        if task.name != "countdown":
+            return FREE_TEXT[int(rng.integers(len(FREE_TEXT)))]
+        kind = RESEARCH[int(rng.integers(len(RESEARCH)))]
+        depth = int(rng.integers(len(states)))
+        path = self._path(problem, states[: depth + 1])
+        legal = self._legal(problem, states[depth])
+        step = legal[int(rng.integers(len(legal)))] if legal else None
+        numbers = states[-1]
+        if kind in ("explore", "current") and step is not None and (kind == "explore" or rng.random() < 0.5):
+            path, numbers = [*path, step], task.apply(problem, states[depth], step)
+        elif kind in ("explore", "current"):
+            numbers = states[depth]
+        if rng.random() < 0.2:
+            numbers = (*numbers, 1)
+        if kind == "explore" and step is not None:
+            return f"Exploring Operation: {format_operation(step)}, Resulting Numbers: {format_numbers(numbers)}"
+        if kind in ("explore", "current"):
+            operations = ", ".join(f"'{format_operation(step)}'" for step in path)
+            return f"Current State: {problem.target}:{format_numbers(numbers)}, Operations: [{operations}]"
+        if kind == "moving":
+            return "Moving to Node #" + ",".join(["0"] * int(rng.integers(1, len(states) + 2)))
+        if kind == "generated" and len(states) > 1:
+            last = self._path(problem, states)[-1]
+            return (
+                f"Generated Node #0,1: {problem.target}:{format_numbers(numbers)} Operation: {format_operation(last)}"
+            )
+        verdict = "equal: Goal Reached" if rng.random() < 0.5 else "unequal: No Solution"
+        return f"{numbers[0]},{problem.target} {verdict}"
+
+    def _path(self, problem, states) -> list:
+        """The steps from each state of ``states`` to the next (one step leads to each)."""
+        return [
+            next(step for step in self._legal(problem, before) if self.task.apply(problem, before, step) == after)
+            for before, after in zip(states, states[1:])
+        ]
 
     def _legal(self, problem, state) -> list:
         key = ("legal", id(problem), repr(self.task.state_info(state)))
@@ -224,7 +282,7 @@ def test_grpo_rewards_are_the_env_returns(interaction):
     config = GRPORunConfig(task="countdown", reward_weights={"correct": 1.0, "format": 0.5}, max_env_steps=6)
     settings = episode_settings(config)
     task = make_task("countdown")
-    problem = {"numbers": [2, 3, 4, 9], "target": 24}
+    problem = {"numbers": [3, 4, 9], "target": 24}
     completions = [
         "oops\n1 + 1 = 3\n9 - 3 = 6\n6 * 4 = 24",
         "x\n" * 10,

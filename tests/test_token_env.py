@@ -13,7 +13,7 @@ from backtrack_gym.envs.token_env import TokenEnv  # noqa: E402
 from backtrack_gym.train import build_tokenizer  # noqa: E402
 
 ENV_ID = "backtrack_gym/CountDown-v0"
-PROBLEM = {"numbers": [3, 5, 7, 8], "target": 24}
+PROBLEM = {"numbers": [3, 8], "target": 24}
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_spaces_and_observation_window(tokenizer):
     env = make(tokenizer, max_length=64)
     assert env.action_space == gym.spaces.Discrete(len(tokenizer))
     observation, info = env.reset(options={"problem": PROBLEM})
-    prompt = tokenizer("Target: 24 | Numbers: 3 5 7 8\n")["input_ids"]
+    prompt = tokenizer("Target: 24 | Numbers: 3 8\n")["input_ids"]
     assert observation["length"][0] == len(prompt) and list(observation["tokens"][: len(prompt)]) == prompt
     assert (observation["tokens"][len(prompt) :] == tokenizer.pad_token_id).all()
     play(env, tokenizer, "3 +<bksp>*")
@@ -63,7 +63,7 @@ def test_spaces_and_observation_window(tokenizer):
 def test_scripted_tokens_with_backspace_and_backtrack_solve_countdown(tokenizer):
     env = make(tokenizer, backtrack=True)
     env.reset(options={"problem": PROBLEM})
-    sent = play(env, tokenizer, "3 + 5 = 8\n<backtrack>\n3 * 9<bksp>8 = 24\n")
+    sent = play(env, tokenizer, "3 + 8 = 11\n<backtrack>\n3 * 9<bksp>8 = 24\n")
     assert [s[0] for s in sent] == [0.0, 0.0, 1.0]
     reward, terminated, truncated, info = sent[-1]
     assert terminated and not truncated and info["solved"] and info["backtracks"] == 1
@@ -74,7 +74,7 @@ def test_scripted_tokens_with_backspace_and_backtrack_solve_countdown(tokenizer)
 def test_completion_mode_sends_the_whole_output_at_eos(tokenizer):
     env = make(tokenizer, interaction="completion", backtrack=True)
     env.reset(options={"problem": PROBLEM})
-    assert play(env, tokenizer, "3 + 5 = 8\n<backtrack>\n3 * 9<bksp>8 = 24") == []
+    assert play(env, tokenizer, "3 + 8 = 11\n<backtrack>\n3 * 9<bksp>8 = 24") == []
     _, reward, terminated, _, info = env.step(tokenizer.eos_token_id)
     assert reward == 1.0 and terminated and info["solved"] and info["backtracks"] == 1
 
