@@ -7,8 +7,12 @@ import sys
 import datasets
 import pytest
 
+from backtrack_gym.agents.traces import write_trace
+from backtrack_gym.envs import BACKTRACK, make_task
 from backtrack_gym.envs.countdown import CountDownConfig, split_targets
+from backtrack_gym.envs.seeding import item_rng
 from backtrack_gym.train.data import (
+    TRACE_STREAM,
     DataConfig,
     atomic_write,
     build_sft_dataset,
@@ -24,10 +28,10 @@ def test_dataset_columns_and_rows():
     dataset = build_sft_dataset("countdown", "self_backtrack", 20, seed=3, split="train")
     assert isinstance(dataset, datasets.Dataset) and len(dataset) == 20
     assert set(dataset.column_names) >= COLUMNS
-    row = dataset[0]
+    row = next(row for row in dataset if row["num_backtracks"])  # a back example
     problem = json.loads(row["problem"])
     assert row["prompt"].startswith(f"Target: {problem['target']} | Numbers:")
-    assert row["style"] == "self_backtrack" and row["solved"] and row["num_backtracks"] == 1
+    assert row["style"] == "self_backtrack" and not row["solved"] and row["num_backtracks"] == 1
     (start, end), *_ = row["mask_spans"]
     assert row["completion"][start:end].rstrip("\n") in row["completion"].splitlines()
 
@@ -112,8 +116,9 @@ def test_config_validation():
 
 
 def test_step_rows_interleave_masked_observations():
-    [completion_row] = build_sft_dataset("countdown", "self_backtrack", 1, seed=3)
-    [step_row] = build_sft_dataset("countdown", "self_backtrack", 1, seed=3, interaction="step")
+    options = {"wrong_step_rate": 1.0, "example_form": "continued"}
+    [completion_row] = build_sft_dataset("countdown", "self_backtrack", 1, seed=3, trace_options=options)
+    [step_row] = build_sft_dataset("countdown", "self_backtrack", 1, seed=3, interaction="step", trace_options=options)
     text, spans = step_row["completion"], step_row["mask_spans"]
     gaps = zip([(0, 0), *spans], [*spans, (len(text), 0)], strict=True)
     kept = "".join(text[end:start] for (_, end), (start, _) in gaps)
@@ -158,3 +163,93 @@ def test_cli_data_prints_statistics(tmp_path):
     ]
     rows = [json.loads(line) for line in (tmp_path / "countdown_direct_train.jsonl").read_text().splitlines()]
     assert len(rows) == 30 and all(len(json.loads(r["problem"])["numbers"]) == 3 for r in rows)
+
+
+# --- self-backtracking data: the paper's mix (LAMDASZ-ML/Self-Backtracking src/train.py) ---------------
+
+
+@pytest.mark.parametrize(
+    "task_name, task_config, n, trace_format",
+    [
+        ("countdown", {}, 300, "compact"),
+        ("countdown", {}, 100, "research"),
+        ("math", {}, 100, "compact"),
+        ("sudoku", {"size": 6}, 40, "compact"),
+    ],
+)
+def test_self_backtrack_rows_are_optimal_paths_or_back_examples_that_end_at_the_backtrack(
+    task_name, task_config, n, trace_format
+):
+    # D = D_op ∪ D_back, D_back = {(x, prefix(y) ∘ a_err ∘ <backtrack>)}: a back example is a prefix of the
+    # optimal path (the direct trace), the wrong step masked, then <backtrack>, and it ends there.
+    task = make_task(task_name, **task_config)
+    options = {"trace_format": trace_format} if trace_format != "compact" else {}
+    back = 0
+    for index in range(n):
+        problem = task.generate(index)
+        direct = write_trace(task, problem, "direct", **options)
+        trace = write_trace(task, problem, "self_backtrack", rng=item_rng(0, "train", index, TRACE_STREAM), **options)
+        if not trace.masked:
+            assert trace.lines == direct.lines and trace.solved and trace.backtracks == 0
+            continue
+        back += 1
+        first = trace.masked[0]
+        assert trace.lines[:first] == direct.lines[:first]  # a prefix of the optimal path
+        assert trace.masked == list(range(first, len(trace.lines) - 1))  # the wrong step's line(s)
+        assert trace.lines[-1] == BACKTRACK and trace.backtracks == 1 and not trace.solved
+        if trace_format == "compact":
+            assert len(trace.masked) == 1
+    # each trace draws its kind: about half are back examples (a binomial(n, 0.5) within 3.5 sd)
+    assert abs(back - n / 2) <= 3.5 * (n / 4) ** 0.5
+
+
+def test_self_backtrack_share_is_the_wrong_step_rate():
+    task = make_task("countdown")
+
+    def back_share(**options):
+        traces = [
+            write_trace(task, task.generate(i), "self_backtrack", rng=item_rng(0, "train", i, TRACE_STREAM), **options)
+            for i in range(400)
+        ]
+        return sum(bool(t.masked) for t in traces) / len(traces)
+
+    assert back_share(wrong_step_rate=0.0) == 0.0
+    assert back_share(wrong_step_rate=1.0) == 1.0  # every CountDown solution has a step that can go wrong
+    assert 0.2 <= back_share(wrong_step_rate=0.3) <= 0.4
+    with pytest.raises(ValueError, match="wrong_step_rate"):
+        write_trace(task, task.generate(0), "self_backtrack", wrong_step_rate=1.5)
+    with pytest.raises(ValueError, match="example_form"):
+        write_trace(task, task.generate(0), "self_backtrack", example_form="spliced")
+
+
+def test_self_backtrack_labels_train_the_backtrack_but_not_the_wrong_step():
+    # The paper's train.py sets labels to -100 between the last two newlines of a back example (its wrong
+    # step) and trains the rest, <backtrack> and eos included.
+    from backtrack_gym.train.sft import IGNORE, tokenize_row
+    from backtrack_gym.train.tokenizer import build_tokenizer
+
+    task = make_task("countdown")
+    tokenizer = build_tokenizer(task)
+    row = next(row for row in build_sft_dataset("countdown", "self_backtrack", 10, seed=3) if row["mask_spans"])
+    encoded = tokenize_row(tokenizer, row["prompt"], row["completion"], row["mask_spans"])
+    *prefix, wrong, backtrack = row["completion"].splitlines(keepends=True)
+    prompt_ids = tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+    pieces = [tokenizer("".join(prefix), add_special_tokens=False)["input_ids"]] if prefix else [[]]
+    pieces += [tokenizer(text, add_special_tokens=False)["input_ids"] for text in (wrong, backtrack)]
+    expected = [IGNORE] * len(prompt_ids) + pieces[0] + [IGNORE] * len(pieces[1]) + pieces[2]
+    assert encoded["labels"] == [*expected, tokenizer.eos_token_id]
+    assert tokenizer.convert_tokens_to_ids(BACKTRACK) in pieces[2]
+
+
+def test_self_backtrack_rows_do_not_depend_on_the_worker_count():
+    options = {"example_form": "ended"}
+    one = build_sft_dataset("countdown", "self_backtrack", 40, seed=2, workers=1, trace_options=options)
+    two = build_sft_dataset("countdown", "self_backtrack", 40, seed=2, workers=2, trace_options=options)
+    assert one.to_list() == two.to_list()
+    assert 0 < sum(one["num_backtracks"]) < 40
+
+
+def test_continued_back_examples_solve_their_problem():
+    options = {"example_form": "continued"}
+    dataset = build_sft_dataset("countdown", "self_backtrack", 40, seed=2, trace_options=options)
+    assert all(dataset["solved"]) and 0 < sum(dataset["num_backtracks"]) < 40

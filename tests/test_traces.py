@@ -143,20 +143,22 @@ def test_self_backtrack_wrong_step_rate_mixes_in_plain_solutions():
     assert set(backtracks(0.0)) == {0}
     half = backtracks(0.5)
     assert set(half) == {0, 1} and 15 <= sum(half) <= 45
-    # the default (every trace has one) draws nothing extra: traces stay as they were
-    default = write_trace(TASK, TASK.generate(3), "self_backtrack", rng=item_rng(0, "train", 3, 1))
-    explicit = write_trace(
-        TASK, TASK.generate(3), "self_backtrack", rng=item_rng(0, "train", 3, 1), wrong_step_rate=1.0
-    )
-    assert default.lines == explicit.lines and default.lines.count(BACKTRACK) == 1
+    # the default is the half: one back example per optimal path
+    default = [write_trace(TASK, TASK.generate(i), "self_backtrack", rng=item_rng(0, "train", i, 1)) for i in range(60)]
+    assert [trace.lines.count(BACKTRACK) for trace in default] == half
     with pytest.raises(ValueError, match="wrong_step_rate"):
         write_trace(TASK, TASK.generate(0), "self_backtrack", wrong_step_rate=1.5)
+
+
+# self_backtrack's earlier form: a wrong step in every trace, and the solution after the backtrack
+# (the paper's form, back examples that end at the backtrack, is tested in test_data.py)
+CONTINUED = {"wrong_step_rate": 1.0, "example_form": "continued"}
 
 
 def test_self_backtrack_masks_exactly_the_wrong_step():
     for index in range(200):
         problem = TASK.generate(index)
-        trace = write_trace(TASK, problem, "self_backtrack", rng=item_rng(0, "train", index, 1))
+        trace = write_trace(TASK, problem, "self_backtrack", rng=item_rng(0, "train", index, 1), **CONTINUED)
         assert trace.solved
         (start, end), *rest = trace.mask_spans()
         assert not rest
@@ -186,7 +188,7 @@ def test_math_traces_follow_the_reference_and_mask_a_wrong_operation():
         problem = task.generate(index)
         direct = write_trace(task, problem, "direct")
         assert direct.lines == list(problem.solution) and direct.solved
-        trace = write_trace(task, problem, "self_backtrack", rng=item_rng(0, "train", index, 1))
+        trace = write_trace(task, problem, "self_backtrack", rng=item_rng(0, "train", index, 1), **CONTINUED)
         (start, end), *rest = trace.mask_spans()
         assert not rest and trace.solved
         (position,) = trace.masked
@@ -203,7 +205,9 @@ def test_math_backtrack_phrase():
     task = make_task("math")
     problem = task.generate(7)
     phrase = "Wait, that's not right."
-    trace = write_trace(task, problem, "self_backtrack", rng=np.random.default_rng(0), backtrack_token=phrase)
+    trace = write_trace(
+        task, problem, "self_backtrack", rng=np.random.default_rng(0), backtrack_token=phrase, **CONTINUED
+    )
     assert phrase in trace.lines
     env = gym.make("backtrack_gym/Math-v0", interaction="completion", backtrack=True, backtrack_token=phrase).unwrapped
     env.reset(options={"problem": problem.to_dict()})

@@ -46,6 +46,11 @@ def cell(problem, step):
     return step.row * problem.size + step.col
 
 
+def solves(style: str, trace) -> bool:
+    """The trace solves its puzzle, or is a self-backtracking back example, which ends at its backtrack."""
+    return trace.solved or (style == "self_backtrack" and trace.backtracks == 1 and trace.lines[-1] == BACKTRACK)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("style", STYLES)
 def test_every_trace_replays_to_the_writer_state(style):
@@ -53,7 +58,7 @@ def test_every_trace_replays_to_the_writer_state(style):
     for index, problem in enumerate(problems(1000)):
         trace = write_trace(task, problem, style, rng=item_rng(0, "train", index, 1))
         # The searches may stop at their line budget (512 lines) on the hardest ones.
-        assert trace.solved or (style in ("dfs", "think") and len(trace.lines) == 512), (style, index)
+        assert solves(style, trace) or (style in ("dfs", "think") and len(trace.lines) == 512), (style, index)
         assert_replays(problem, trace)
 
 
@@ -63,7 +68,7 @@ def test_traces_replay_on_puzzles_that_need_guesses(style):
     hard = [*problems(8, **HARD), SudokuProblem.from_dict({"size": 9, "puzzle": INKALA})]
     for index, problem in enumerate(hard):
         trace = write_trace(task, problem, style, rng=np.random.default_rng(index), max_lines=None)
-        assert trace.solved
+        assert solves(style, trace)
         assert_replays(problem, trace)
     for index, problem in enumerate(problems(100, size=6)):
         assert_replays(
@@ -128,12 +133,19 @@ def test_think_leaves_out_guesses_that_singles_refute_at_once():
         assert len(write_trace(task, problem, "think").lines) <= len(write_trace(task, problem, "dfs").lines)
 
 
+# self_backtrack's earlier form, a wrong placement in every trace and the solution after it
+# (the paper's form, back examples that end at the backtrack, is tested in test_data.py)
+CONTINUED_IN_EVERY_TRACE = {"wrong_step_rate": 1.0, "example_form": "continued"}
+
+
 def test_self_backtrack_masks_exactly_one_refuted_placement():
     task = SudokuTask()
     board_problems = [(task, p) for p in [*problems(30), *problems(8, **HARD)]]
     board_problems += [(SudokuTask(SudokuConfig(size=6)), p) for p in problems(100, size=6)]
     for index, (sudoku, problem) in enumerate(board_problems):
-        trace = write_trace(sudoku, problem, "self_backtrack", rng=item_rng(0, "train", index, 1))
+        trace = write_trace(
+            sudoku, problem, "self_backtrack", rng=item_rng(0, "train", index, 1), **CONTINUED_IN_EVERY_TRACE
+        )
         assert trace.solved and trace.backtracks == 1
         (start, end), *rest = trace.mask_spans()
         assert not rest
@@ -182,7 +194,8 @@ def test_search_trace_takes_a_propagator():
 
 @pytest.mark.parametrize("style", STYLES)
 def test_data_builder_writes_sudoku_rows(style):
-    dataset = build_sft_dataset("sudoku", style, 3, seed=0)
+    options = CONTINUED_IN_EVERY_TRACE if style == "self_backtrack" else None
+    dataset = build_sft_dataset("sudoku", style, 3, seed=0, trace_options=options)
     assert len(dataset) == 3 and all(dataset["solved"])
     row = dataset[0]
     assert row["style"] == style and row["completion"].endswith("\n")

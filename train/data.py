@@ -1,8 +1,10 @@
 """SFT data sets built from oracle search traces.
 
-Each row is one problem solved by one trace style: the env's prompt, the trace as
+Each row is one problem and one trace of one style: the env's prompt, the trace as
 the completion, the problem as JSON, counts, and the character spans of the
-completion to leave out of the loss. Rows are deterministic per (task config, seed,
+completion to leave out of the loss. ``self_backtrack`` rows are the paper's mix, each
+drawn by the row's own stream: an optimal path, or a back example that ends at its
+``<backtrack>`` (:mod:`backtrack_gym.agents.traces.self_backtracking`). Rows are deterministic per (task config, seed,
 split, index): the problem comes from the task's generator and the trace's random
 choices from an independent stream of the same item, so any number of worker
 processes gives the same rows in the same order.
@@ -290,6 +292,9 @@ class DataConfig:
         workers: worker processes generating traces.
         task_config: task config fields, e.g. ``{num_count: 3, target_max: 50}``.
         max_lines: line budget of search traces (``dfs``, ``bfs``, ``mix``, ``think``).
+        trace_options: more options of the trace writers, e.g. ``{wrong_step_rate: 0.5}``
+            (the share of ``self_backtrack`` traces that are back examples) or
+            ``{example_form: continued}``.
         interaction: ``completion`` traces, or ``step`` traces with the env's observation
             after each line (masked), as a step-mode agent sees them.
     """
@@ -304,6 +309,7 @@ class DataConfig:
     workers: int = 2
     task_config: dict[str, Any] = field(default_factory=dict)
     max_lines: int = 512
+    trace_options: dict[str, Any] = field(default_factory=dict)
     interaction: str = "completion"
 
     def validate(self) -> DataConfig:
@@ -336,7 +342,7 @@ def build_and_export(config: DataConfig, progress: bool = True) -> list[dict[str
             workers=config.workers,
             progress=progress,
             task_config=config.task_config,
-            trace_options={"max_lines": config.max_lines},
+            trace_options={"max_lines": config.max_lines, **config.trace_options},
             interaction=config.interaction,
         )
         export(dataset, Path(config.out_dir) / f"{config.task}_{style}_{config.split}", config.formats)

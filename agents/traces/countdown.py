@@ -37,6 +37,7 @@ from functools import cache
 import numpy as np
 
 from backtrack_gym.agents.traces.core import Trace, TraceFull, TraceWriter
+from backtrack_gym.agents.traces.self_backtracking import check_self_backtrack_options
 from backtrack_gym.envs.countdown.env import CountDownTask
 from backtrack_gym.envs.countdown.generator import CountDownProblem
 from backtrack_gym.envs.countdown.grammar import NO_SOLUTION_FOUND, format_numbers, format_operation
@@ -455,29 +456,47 @@ def self_backtrack(
     problem: CountDownProblem,
     *,
     rng: np.random.Generator,
-    wrong_step_rate: float = 1.0,
+    wrong_step_rate: float = 0.5,
+    example_form: str = "ended",
     trace_format: str = "compact",
     **_: object,
 ) -> Trace:
-    """A shortest solution with one plausible wrong step, then a backtrack, inserted at a random step.
+    """Self-backtracking data (Yang et al. 2025): a back example, or the optimal path.
 
-    The wrong step is legal but leaves the target unreachable (proved by the
-    solver); among those, the best by the sum heuristic is chosen. Its line is
-    masked so the SFT loss teaches when to backtrack, not the mistake. With
-    ``wrong_step_rate`` below 1 only that share of traces gets one (the others are
-    the plain shortest solution), as the self-backtracking recipe mixes the two: a
-    model that saw a backtrack in every trace learns to backtrack after any step.
+    The paper trains on ``D = D_op ∪ D_back``: optimal paths, and back examples
+    ``prefix(y) ∘ a_err ∘ <backtrack>`` (a prefix of an optimal path, one erroneous
+    step, the backtrack token). Its code (LAMDASZ-ML/Self-Backtracking
+    ``src/train.py``) trains each example to its end and masks the wrong step's line
+    from the loss; here that line is :attr:`Trace.masked`. Each trace draws which it
+    is: a share ``wrong_step_rate`` are back examples, the others the optimal path,
+    which is the :func:`direct` trace. The paper's share comes with its data set
+    (``yangxw/countdown-backtracking``) and is not stated in its code; 0.5 (one back
+    example per optimal path) is ours.
+
+    ``example_form`` says where a back example ends:
+
+    - ``"ended"`` (the paper's): at the ``<backtrack>`` line; the trace replays to the
+      prefix's state and does not solve the problem.
+    - ``"continued"`` (this project's earlier form): the shortest solution goes on after
+      the backtrack, so every trace solves its problem and a model also learns to
+      recover in one pass, without the search (:mod:`backtrack_gym.agents.search`).
+
+    The wrong step goes at a random step of the solution (the next positions are tried
+    in random order where none fits): a legal step after which the target is out of
+    reach (proved by the solver), the best such by the sum heuristic. Where no position
+    has one the trace is the plain solution. Lines are written in ``trace_format``
+    (in ``"research"`` every line of the wrong step is masked).
     """
-    if not 0.0 <= wrong_step_rate <= 1.0:
-        raise ValueError(f"wrong_step_rate must be in [0, 1], got {wrong_step_rate}")
+    check_self_backtrack_options(wrong_step_rate, example_form)
     writer = make_writer(task, problem, trace_format)
-    plan = task.solve(problem, writer.state) or []
+    plan = research_solution(problem.numbers, problem.target) if task.config.use_all_numbers else None
+    plan = plan if plan is not None else task.solve(problem, writer.state) or []  # direct's plan
     states = [writer.state]
     for step in plan:
         states.append(task.apply(problem, states[-1], step))
     positions = [int(k) for k in rng.permutation(len(plan))]
     if wrong_step_rate < 1.0 and rng.random() >= wrong_step_rate:
-        positions = []  # this trace is the plain shortest solution
+        positions = []  # this trace is the optimal path
     chosen, wrong = None, None
     for k in positions:
         wrong = _plausible_wrong_step(task, problem, states[k])
@@ -488,6 +507,8 @@ def self_backtrack(
         if k == chosen:
             writer.apply(wrong, masked=True)
             writer.backtrack()
+            if example_form == "ended":
+                break
         writer.apply(step)
     return writer.finish()
 

@@ -4,7 +4,7 @@ A miscalculated line is an illegal step in the Math env (it never enters the sta
 so a backtrack could not withdraw it). The self-backtracking trace therefore
 inserts a plausible wrong *reasoning* step: the right numbers of the next checked
 line combined by a wrong operation, computed correctly. It is masked from the loss
-and followed by the backtrack line and the right line.
+and followed by the backtrack line (and, in the ``"continued"`` form, the right line).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from backtrack_gym.agents.traces.core import Trace, TraceWriter
+from backtrack_gym.agents.traces.self_backtracking import check_self_backtrack_options
 from backtrack_gym.envs.core import BACKTRACK, Invalid
 from backtrack_gym.envs.expr import ExprError, evaluate, tokenize
 from backtrack_gym.envs.math.env import MathTask
@@ -73,19 +74,43 @@ def wrong_operation(line: Calc, rng: np.random.Generator) -> Calc | None:
 
 
 def self_backtrack(
-    task: MathTask, problem: MathProblem, *, rng: np.random.Generator, backtrack_token: str = BACKTRACK, **_: object
+    task: MathTask,
+    problem: MathProblem,
+    *,
+    rng: np.random.Generator,
+    backtrack_token: str = BACKTRACK,
+    wrong_step_rate: float = 0.5,
+    example_form: str = "ended",
+    **_: object,
 ) -> Trace:
-    """The reference with one wrong-operation line, then the backtrack line, before a random checked line."""
+    """Self-backtracking data as for CountDown (:func:`backtrack_gym.agents.traces.countdown.self_backtrack`).
+
+    A share ``wrong_step_rate`` of the traces are back examples: the reference up to a
+    random checked line, a wrong-operation line there (masked), then the backtrack
+    line, where the trace ends (``example_form="ended"``, the paper's form) or the
+    reference goes on from the right line (``"continued"``). The others are the
+    reference solution.
+    """
+    check_self_backtrack_options(wrong_step_rate, example_form)
     lines = _reference_lines(task, problem)
     checked = [k for k, line in enumerate(lines) if isinstance(parse_step(line), Calc)]
+    positions = [int(k) for k in rng.permutation(checked)]
+    if wrong_step_rate < 1.0 and rng.random() >= wrong_step_rate:
+        positions = []  # this trace is the reference solution
     before: dict[int, Calc] = {}
-    for k in rng.permutation(checked):
+    for k in positions:
         wrong = wrong_operation(parse_step(lines[k]), rng)
         if wrong is not None:
-            before[int(k)] = wrong
+            before[k] = wrong
             break
     writer = TraceWriter(task, problem, backtrack_token=backtrack_token)
-    _write_reference(writer, lines, before)
+    if before and example_form == "ended":
+        [(k, wrong)] = before.items()
+        _write_reference(writer, lines[:k])
+        writer.apply(wrong, masked=True)
+        writer.backtrack()
+    else:
+        _write_reference(writer, lines, before)
     return writer.finish()
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from backtrack_gym.agents.traces.core import Trace, TraceWriter
+from backtrack_gym.agents.traces.self_backtracking import check_self_backtrack_options
 from backtrack_gym.envs.sudoku import solver
 from backtrack_gym.envs.sudoku.env import SudokuTask
 from backtrack_gym.envs.sudoku.generator import SudokuProblem
@@ -126,33 +127,49 @@ def refuted_placement(board: Shape, grid: bytes, solution: bytes, rng: np.random
     return None
 
 
-def self_backtrack(task: SudokuTask, problem: SudokuProblem, *, rng: np.random.Generator, **_: object) -> Trace:
-    """The :func:`logical_order` solution with one masked wrong placement, then a backtrack, then
-    the right digit in that cell, at a random step.
+def self_backtrack(
+    task: SudokuTask,
+    problem: SudokuProblem,
+    *,
+    rng: np.random.Generator,
+    wrong_step_rate: float = 0.5,
+    example_form: str = "ended",
+    **_: object,
+) -> Trace:
+    """Self-backtracking data as for CountDown (:func:`backtrack_gym.agents.traces.countdown.self_backtrack`).
 
-    At a random position of the solution (the next ones tried in random order when
-    none fits; a puzzle where none does gets the plain solution),
-    :func:`refuted_placement` picks the wrong placement. After the backtrack the
-    right digit goes into the same cell, and the solution goes on without that cell
-    (solution digits never clash, in any order). The wrong line is masked so the
-    SFT loss teaches when to backtrack, not the mistake.
+    A share ``wrong_step_rate`` of the traces are back examples: the
+    :func:`logical_order` solution up to a random step (the next ones tried in random
+    order when none fits; a puzzle where none does gets the plain solution), a wrong
+    placement there that :func:`refuted_placement` picks (masked, so the SFT loss
+    teaches when to backtrack, not the mistake), then a backtrack, where the trace
+    ends (``example_form="ended"``, the paper's form). In the ``"continued"`` form the
+    right digit goes into the same cell after the backtrack and the solution goes on
+    without that cell (solution digits never clash, in any order). The others are
+    the :func:`logical_order` solution.
     """
+    check_self_backtrack_options(wrong_step_rate, example_form)
     board = problem.board
     plan = logical_order(problem)
     grids = [problem.puzzle]
     for step in plan[:-1]:
         grids.append(task.apply(problem, grids[-1], step))
+    positions = [int(k) for k in rng.permutation(len(plan))]
+    if wrong_step_rate < 1.0 and rng.random() >= wrong_step_rate:
+        positions = []  # this trace is the solution
     chosen, wrong = None, None
-    for k in rng.permutation(len(plan)):
+    for k in positions:
         wrong = refuted_placement(board, grids[k], problem.solution, rng)
         if wrong is not None:
-            chosen = int(k)
+            chosen = k
             break
     writer = TraceWriter(task, problem)
     for k, step in enumerate(plan):
         if k == chosen:
             writer.apply(wrong, masked=True)
             writer.backtrack()
+            if example_form == "ended":
+                break
             writer.apply(Step(wrong.row, wrong.col, problem.solution[wrong.row * board.size + wrong.col]))
         if writer.state[step.row * board.size + step.col] == 0:
             writer.apply(step)
