@@ -141,7 +141,7 @@ class RandomOutputs:
         """The steps from each state of ``states`` to the next (one step leads to each)."""
         return [
             next(step for step in self._legal(problem, before) if self.task.apply(problem, before, step) == after)
-            for before, after in zip(states, states[1:])
+            for before, after in zip(states, states[1:], strict=False)
         ]
 
     def _legal(self, problem, state) -> list:
