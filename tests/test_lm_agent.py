@@ -11,7 +11,7 @@ from backtrack_gym.train import build_model, build_tokenizer  # noqa: E402
 from backtrack_gym.train.tokenizer import BKSP  # noqa: E402
 
 ENV_ID = "backtrack_gym/CountDown-v0"
-PROBLEM = {"numbers": [3, 5, 7, 8], "target": 24}
+PROBLEM = {"numbers": [3, 8], "target": 24}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -73,9 +73,15 @@ def test_batched_rollout_logprobs_match_a_separate_forward_pass(model, tokenizer
     sampling = SamplingConfig(temperature=0.9, top_k=40, top_p=0.95, max_line_tokens=12, max_episode_tokens=48, seed=1)
     agent = LMAgent(model, tokenizer, sampling, logits_processor=favour_backspace)
     envs = make_envs(3, interaction=interaction, backtrack=True, max_steps=4)
-    episodes = agent.rollout(envs, seed=0)
+    # Prompts of three lengths, so left padding is exercised.
+    problems = [
+        {"numbers": [3, 5, 7, 8], "target": 24},
+        {"numbers": [12, 5], "target": 60},
+        {"numbers": [3, 4, 9], "target": 24},
+    ]
+    episodes = agent.rollout(envs, options=[{"problem": problem} for problem in problems])
     assert len(episodes) == 3
-    assert len({len(e.prompt_ids) for e in episodes}) > 1  # left padding is exercised
+    assert len({len(e.prompt_ids) for e in episodes}) == 3
     assert any(bksp in e.completion_ids for e in episodes)
     for episode, replayed in zip(episodes, replay_logprobs(model, episodes, temperature=0.9), strict=True):
         n = len(episode.completion_ids)
@@ -131,7 +137,7 @@ def test_a_line_with_backspaces_reaches_the_env_as_the_kept_text(model, tokenize
     assert episode.stop_reason == "env"
 
 
-COUNTDOWN_SCRIPT = "3 + 5 = 8\n<backtrack>\n3 * 9<bksp>8 = 24\n"
+COUNTDOWN_SCRIPT = "3 + 8 = 11\n<backtrack>\n3 * 9<bksp>8 = 24\n"
 
 
 @pytest.mark.parametrize("interaction", ["step", "completion"])
@@ -142,12 +148,12 @@ def test_scripted_countdown_solution_with_backspace_and_backtrack(model, tokeniz
     assert episode.info["solved"] and episode.info["backtracks"] == 1 and episode.info["valid_steps"] == 2
     assert episode.ret == pytest.approx(1.0)
     if interaction == "step":
-        assert episode.lines == ["3 + 5 = 8", "<backtrack>", "3 * 8 = 24"]
-        observation = tokenizer("Target: 24 | Numbers: 7 8 8\n")["input_ids"]
-        assert episode.completion_ids[10 : 10 + len(observation)] == observation
-        assert episode.model_mask[10 : 10 + len(observation)] == [0] * len(observation)
+        assert episode.lines == ["3 + 8 = 11", "<backtrack>", "3 * 8 = 24"]
+        observation = tokenizer("Target: 24 | Numbers: 11\n")["input_ids"]
+        assert episode.completion_ids[11 : 11 + len(observation)] == observation
+        assert episode.model_mask[11 : 11 + len(observation)] == [0] * len(observation)
     else:
-        assert episode.lines == ["3 + 5 = 8\n<backtrack>\n3 * 8 = 24\n"]
+        assert episode.lines == ["3 + 8 = 11\n<backtrack>\n3 * 8 = 24\n"]
 
 
 def test_scripted_sudoku_solution_with_backspace_and_backtrack(model):
@@ -178,7 +184,7 @@ def test_vector_env_and_pinned_problem(model, tokenizer):
     vector = gym.make_vec(ENV_ID, num_envs=3, interaction="step", max_steps=3)
     agent = LMAgent(model, tokenizer, SamplingConfig(max_line_tokens=8, max_episode_tokens=40, seed=0))
     episodes = agent.rollout(vector, options={"problem": PROBLEM})
-    prompt = tokenizer("Target: 24 | Numbers: 3 5 7 8\n")["input_ids"]
+    prompt = tokenizer("Target: 24 | Numbers: 3 8\n")["input_ids"]
     assert all(e.prompt_ids == prompt for e in episodes)
     assert all(e.info["problem"]["target"] == 24 for e in episodes)
     for episode in episodes:
@@ -188,10 +194,10 @@ def test_vector_env_and_pinned_problem(model, tokenizer):
 
 def test_vector_env_same_step_autoreset_reports_the_final_info(tokenizer, model):
     vector = gym.make_vec(ENV_ID, num_envs=2, vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
-    script = Script(tokenizer, ["3 * 8 = 24\n", "3 + 5 = 8\n"])
+    script = Script(tokenizer, ["3 * 8 = 24\n", "3 + 8 = 11\n"])
     episodes = LMAgent(model, tokenizer, logits_processor=script).rollout(vector, options={"problem": PROBLEM})
     assert episodes[0].info["solved"] and episodes[0].terminated
-    assert not episodes[1].info["solved"] and episodes[1].info["state"] == ["7", "8", "8"]
+    assert not episodes[1].info["solved"] and episodes[1].info["state"] == ["11"]
     vector.close()
     disabled = gym.make_vec(ENV_ID, num_envs=2, vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.DISABLED})
     with pytest.raises(ValueError, match="autoreset"):
