@@ -11,6 +11,7 @@ from backtrack_gym.agents.search import (
     self_backtracking_search,
     state_key,
 )
+from backtrack_gym.agents.traces import write_trace
 from backtrack_gym.envs import BACKTRACK, Episode, make_task
 
 TASK = make_task("countdown", num_count=3)
@@ -252,6 +253,28 @@ def test_the_papers_vote_groups_answers_by_text_and_sums_mean_logprobs():
     # grouped by state and scored in (0, 1], the three answers that make 56 outvote the one that makes 80
     assert voted.votes() == pytest.approx({'["56"]': 0.6 + 0.6 + 0.5, '["80"]': 0.55})
     assert (voted.answer, voted.text, voted.solved) == ('["56"]', right, True)
+
+
+def test_a_backtrack_cuts_a_research_format_step_whole():
+    # The paper's cut drops the last line, one step of its compact traces; a research-format step is
+    # its Exploring Operation line and the node lines after it, which go with it.
+    lines = write_trace(TASK, TASK.problem_from_dict(P1), "direct", trace_format="research").lines
+    start = lines[0] + "\n"  # Current State of the root
+    first = "".join(line + "\n" for line in lines[:4])  # ... and one step: Exploring, Generated Node, Current State
+    assert start.startswith("Current State:") and lines[1].startswith("Exploring Operation:")
+    expander = ScriptedExpander(
+        {
+            PROMPT1: [
+                (first + "<backtrack>", "backtrack", 0.5),  # back before the first step
+                (first + lines[4] + "\n<backtrack>", "backtrack", 0.6),  # back before the second
+            ],
+            PROMPT1 + first: [],
+            PROMPT1 + start: [],
+        }
+    )
+    self_backtracking_search(TASK, [P1], expander, SearchConfig(expansions=4, rounds=1))
+
+    assert expander.calls == [[PROMPT1], [PROMPT1 + first, PROMPT1 + start]]
 
 
 def test_scores_use_the_models_own_logprobs_not_the_sampling_ones():
