@@ -282,26 +282,41 @@ def generate(config: CountDownConfig, index: int, split: str = "train") -> Count
     targets = split_targets(config)[split]
     if not targets:
         raise ValueError(f"the {split} split has no targets (held_out_fraction={config.held_out_fraction})")
-    rules = config.rules
     if config.generator == "research":
-        drawable = drawable_targets(config, split)
-        target = drawable[int(rng.integers(len(drawable)))]
+        return _research_problem(config, rng, split)
+    return _constructive_problem(config, rng, targets, split)
+
+
+def _draw_numbers(config: CountDownConfig, rng: np.random.Generator) -> tuple[int, ...]:
+    return tuple(int(x) for x in rng.integers(config.number_min, config.number_max + 1, size=config.num_count))
+
+
+def _research_problem(config: CountDownConfig, rng: np.random.Generator, split: str) -> CountDownProblem:
+    drawable = drawable_targets(config, split)
+    if not drawable:
+        raise ValueError(f"no target of the {split} split is reachable using all {config.num_count} numbers")
+    target = drawable[int(rng.integers(len(drawable)))]
     for _ in range(config.max_attempts):
-        numbers = tuple(int(x) for x in rng.integers(config.number_min, config.number_max + 1, size=config.num_count))
-        if config.generator == "research":
-            if (config.use_all_numbers or target not in numbers) and is_solvable(rules, numbers, target):
-                return CountDownProblem(numbers, target)
-            continue
+        numbers = _draw_numbers(config, rng)
+        if (config.use_all_numbers or target not in numbers) and is_solvable(config.rules, numbers, target):
+            return CountDownProblem(numbers, target)
+    raise RuntimeError(f"no {split} problem for target {target} in {config.max_attempts} draws; raise max_attempts")
+
+
+def _constructive_problem(
+    config: CountDownConfig, rng: np.random.Generator, targets: frozenset[int], split: str
+) -> CountDownProblem:
+    rules = config.rules
+    for _ in range(config.max_attempts):
+        numbers = _draw_numbers(config, rng)
         value = _random_combination(rng, rules, list(numbers))
         if value in targets and value not in numbers:
             problem = CountDownProblem(numbers, int(value))
             if config.verify and not is_solvable(rules, problem.numbers, problem.target, config.use_all_numbers):
                 raise AssertionError(f"generated an unsolvable problem {problem}")
             return problem
-    wanted = f"target {target}" if config.generator == "research" else "a target of the split"
     raise RuntimeError(
-        f"no {split} problem found for {wanted} in {config.max_attempts} draws; raise max_attempts or widen the "
-        "number range"
+        f"no {split} problem found in {config.max_attempts} draws; widen the target range or the number range"
     )
 
 
