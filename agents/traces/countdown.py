@@ -92,7 +92,7 @@ def _choose_heuristic(name: str | None, rng: np.random.Generator | None) -> Heur
 @dataclass(eq=False)
 class Node:
     """A node of a search: the numbers in the order the research's search keeps them, the
-    step that made it, its parent and its id (``0`` the start, then ``,k`` per level).
+    step that made it, the steps from the start and its id (``0`` the start, then ``,k`` per level).
 
     Nodes compare by heuristic only, as the research's ``CountdownNode`` does, so a heap of
     ``(score, node)`` breaks ties as the research's heap does.
@@ -101,7 +101,6 @@ class Node:
     numbers: list[int]
     score: float
     step: Step | None = None
-    parent: Node | None = None
     index: str = "0"
     depth: int = 0
     steps: tuple[Step, ...] = field(default=(), repr=False)
@@ -110,7 +109,7 @@ class Node:
         return self.score < other.score
 
     def child(self, numbers: list[int], step: Step, score: float) -> Node:
-        return Node(numbers, score, step, self, depth=self.depth + 1, steps=(*self.steps, step))
+        return Node(numbers, score, step, depth=self.depth + 1, steps=(*self.steps, step))
 
 
 def combine_pair(a: int, b: int) -> list[tuple[int, Step]]:
