@@ -1,6 +1,6 @@
 """Kill tiny SFT and GRPO runs at random instants, resume each time, and check that nothing is lost or doubled.
 
-    python bench/kill_resume.py                    # 20 kills of each task, about 15 minutes on 2 CPU cores
+    python bench/kill_resume.py                    # 20 kills of each task, 12-17 minutes on 2 CPU cores
     python bench/kill_resume.py --task sft --kills 5 --json report.json
 
 For each task an uninterrupted reference run comes first (the GRPO runs start from the
