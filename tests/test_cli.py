@@ -41,6 +41,7 @@ BAD_CONFIGS = [
     ("grpo", ["--save-steps", "0"], None, "save_steps"),
     ("grpo", ["--temperature", "-1"], None, "temperature"),
     ("grpo", ["--loss-type", "nope"], None, "loss_type"),
+    ("grpo", ["--lr-scheduler", "nope"], None, "lr_scheduler"),
     ("grpo", ["--learning-rate", "nan"], None, "learning_rate"),
     ("grpo", ["--task", "chess"], None, "task"),
     ("grpo", ["--sft-style", "nope"], None, "sft_style"),
@@ -175,6 +176,14 @@ def test_grpo_loss_types_are_the_losses_trl_computes():
 
     source = inspect.getsource(GRPOTrainer)
     assert all(f'"{loss}"' in source for loss in LOSS_TYPES)
+
+
+def test_grpo_schedules_are_transformers_schedules():
+    from transformers.trainer_utils import SchedulerType
+
+    from backtrack_gym.train.grpo import LR_SCHEDULERS
+
+    assert set(LR_SCHEDULERS) <= {schedule.value for schedule in SchedulerType}
 
 
 def test_play_takes_short_env_ids_and_the_envs_own_step_budget(capsys):

@@ -46,6 +46,9 @@ from backtrack_gym.train.common import (
 
 # The losses of TRL's GRPOTrainer at token-level importance sampling (its ``luspo`` needs sequence level).
 LOSS_TYPES = ("bnpo", "cispo", "dapo", "dr_grpo", "grpo", "sapo", "vespo")
+# The transformers schedules that need no extra arguments (a test checks each is a ``SchedulerType``);
+# listed here because importing transformers to ask would add seconds to every validation.
+LR_SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial")
 INFO_COLUMN = "episode_info"
 # TRL's metrics of completions that end in eos; step-mode episodes end by the env instead, and
 # StepRollout logs ``episodes/...`` in their place.
@@ -82,8 +85,8 @@ class GRPORunConfig:
         max_env_steps: step budget of an episode in the env.
         temperature: sampling temperature.
         learning_rate: peak learning rate.
-        lr_scheduler: learning-rate schedule after the peak (``linear`` decay to 0, ``constant``,
-            ``cosine``, or any other ``transformers`` scheduler name).
+        lr_scheduler: learning-rate schedule after the peak, one of :data:`LR_SCHEDULERS`
+            (``linear`` decay to 0, ``constant``, ``cosine``, ...).
         warmup_ratio: share of the steps spent warming the learning rate up from 0; it
             keeps a fresh optimiser's first, noisy steps from undoing what SFT taught.
         beta: KL coefficient against the starting model (0 drops the reference model).
@@ -176,6 +179,7 @@ class GRPORunConfig:
         check_fraction(self, "warmup_ratio")
         check_fraction(self, "top_entropy_quantile", include_one=True)
         check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
         check_style("sft_style", self.sft_style, task)
         if self.resample_rounds and self.interaction != "step":
             raise ValueError("resample_rounds applies to the step path (interaction='step')")
