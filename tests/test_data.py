@@ -253,3 +253,21 @@ def test_continued_back_examples_solve_their_problem():
     options = {"example_form": "continued"}
     dataset = build_sft_dataset("countdown", "self_backtrack", 40, seed=2, trace_options=options)
     assert all(dataset["solved"]) and 0 < sum(dataset["num_backtracks"]) < 40
+
+
+def test_atomic_save_dir_removes_a_killed_save_only_while_the_target_exists(tmp_path):
+    from backtrack_gym.train.common import atomic_save_dir
+
+    target = tmp_path / "final"
+    # What a save killed with SIGKILL before its swap leaves: a temporary directory of a dead process.
+    killed = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".final.{int(killed.stdout)}-abcd.tmp"
+    (stale / "final").mkdir(parents=True)
+    (stale / "final" / "weights").write_text("the only copy")
+    # Without the target, the stale directory may hold the only copy (a kill between the renames): kept.
+    atomic_save_dir(target, lambda path: (path / "weights").write_text("first"))
+    assert stale.exists() and (target / "weights").read_text() == "first"
+    # Once the target exists, a dead process's temporary directory is garbage: removed.
+    atomic_save_dir(target, lambda path: (path / "weights").write_text("second"))
+    assert (target / "weights").read_text() == "second"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]

@@ -32,10 +32,19 @@ def device_arguments(bf16: bool = False) -> dict[str, Any]:
 
 
 def atomic_save_dir(target: str | os.PathLike, save: Callable[[Path], None]) -> Path:
-    """Call ``save(tmp_dir)`` then swap the directory into place, so ``target`` is never half written."""
+    """Call ``save(tmp_dir)`` then swap the directory into place, so ``target`` is never half written.
+
+    The temporary directories are named as :func:`~backtrack_gym.train.data.atomic_write`'s
+    files, and those a killed process left are removed first, but only while ``target``
+    exists: a kill between the two renames of the swap leaves the only copies in them.
+    """
+    from backtrack_gym.train.data import remove_stale_temps, temp_prefix
+
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    if target.exists():
+        remove_stale_temps(target)
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         save(tmp)
     except BaseException:
@@ -43,7 +52,7 @@ def atomic_save_dir(target: str | os.PathLike, save: Callable[[Path], None]) -> 
         raise
     old = None
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
+        old = Path(tempfile.mkdtemp(prefix=temp_prefix(target) + "old-", suffix=".tmp", dir=target.parent))
         os.replace(target, old / target.name)
     os.replace(tmp, target)
     if old is not None:

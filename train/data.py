@@ -16,6 +16,7 @@ import glob
 import json
 import multiprocessing
 import os
+import shutil
 import statistics
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -180,7 +181,7 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -192,10 +193,17 @@ def atomic_write(path: str | os.PathLike, write: Any) -> Path:
     return path
 
 
-def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
-    """Remove the temporary files :func:`atomic_write` left for ``path`` in processes that died.
+def temp_prefix(path: Path) -> str:
+    """The name start of this process's temporary copies of ``path``: ``.<name>.<pid>-``
+    (they end in ``.tmp``), so :func:`remove_stale_temps` can tell whose they are."""
+    return f".{path.name}.{os.getpid()}-"
 
-    A temporary file whose name carries the id of a running process is kept (that
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files or directories (:func:`temp_prefix`) left for ``path`` by processes that died.
+
+    Both :func:`atomic_write` and :func:`~backtrack_gym.train.common.atomic_save_dir`
+    name theirs so. One whose name carries the id of a running process is kept (that
     process may still be writing it); one with no process id (written before ids
     were part of the name) or a dead one is removed. Returns what was removed.
     """
@@ -205,7 +213,10 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
         writer = tmp.name[len(path.name) + 2 :].split("-", 1)[0]
         if writer.isdigit() and _process_running(int(writer)):
             continue
-        tmp.unlink(missing_ok=True)
+        if tmp.is_dir() and not tmp.is_symlink():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
 
