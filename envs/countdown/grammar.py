@@ -156,6 +156,10 @@ def _numbers(text: str) -> list[Value] | None:
     return None if any(value is None for value in values) else values
 
 
+def _wrong_target(problem: CountDownProblem, target: Value) -> Invalid:
+    return Invalid("illegal", f"the target is {problem.target}, not {format_value(target)}")
+
+
 def _same(numbers: Sequence[Value], state: State) -> bool:
     return sorted(numbers) == sorted(state)
 
@@ -167,7 +171,7 @@ def _read_current(problem: CountDownProblem, states: Sequence[State], line: str,
     if target is None or numbers is None:
         return _malformed("Current State")
     if target != problem.target:
-        return Invalid("illegal", f"the target is {problem.target}, not {format_value(target)}")
+        return _wrong_target(problem, target)
     path = [states[0]]
     operations = match["operations"].strip()
     for item in operations.split(",") if operations else []:
@@ -222,7 +226,7 @@ def _read_generated(problem: CountDownProblem, states: Sequence[State], line: st
     if numbers is None or (match["target"] is not None and target is None):
         return _malformed("Generated Node")
     if target is not None and target != problem.target:
-        return Invalid("illegal", f"the target is {problem.target}, not {format_value(target)}")
+        return _wrong_target(problem, target)
     if len(states) == 1:
         return Invalid("illegal", "no node has been generated: no step has been taken")
     if not _same(numbers, states[-1]):
@@ -253,7 +257,7 @@ def _read_verdict(
     if value is None or target is None:
         return _malformed("verdict")
     if target != problem.target:
-        return Invalid("illegal", f"the target is {problem.target}, not {format_value(target)}")
+        return _wrong_target(problem, target)
     if match["verdict"].startswith("equal"):
         if value != target or not is_solved(state):
             return Invalid("illegal", f"the goal is not reached: the numbers are {format_numbers(state)}")
