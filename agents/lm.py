@@ -287,7 +287,8 @@ class LMAgent:
     ):
         import torch
 
-        from backtrack_gym.train.tokenizer import BKSP, action_token_ids
+        from backtrack_gym.envs.core import BKSP
+        from backtrack_gym.train.tokenizer import action_token_ids
 
         self.model = model
         self.tokenizer = tokenizer

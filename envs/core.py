@@ -21,7 +21,9 @@ from gymnasium.error import ResetNeeded
 from backtrack_gym.envs.text_space import TextSpace
 from backtrack_gym.rewards.terms import DEFAULT_WEIGHTS, EpisodeStats, breakdown, check_weights
 
+# The two backtracking actions: a line that undoes the last step, and a token that deletes the one before it.
 BACKTRACK = "<backtrack>"
+BKSP = "<bksp>"
 SPLITS = ("train", "test")
 INTERACTIONS = ("step", "completion")
 INVALID_POLICIES = ("penalize", "terminate", "ignore")

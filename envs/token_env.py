@@ -15,7 +15,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from backtrack_gym.envs.core import TextEnv
+from backtrack_gym.envs.core import BKSP, TextEnv
 
 
 class TokenEnv(gym.Wrapper):
@@ -65,11 +65,11 @@ class TokenEnv(gym.Wrapper):
                 f"max_length and max_action_tokens must be positive, got {max_length}, {max_action_tokens}"
             )
         vocab = tokenizer.get_vocab()
-        if "<bksp>" not in vocab or tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
+        if BKSP not in vocab or tokenizer.eos_token_id is None or tokenizer.pad_token_id is None:
             raise ValueError("the tokenizer needs <bksp>, eos and pad tokens (see backtrack_gym.train.tokenizer)")
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer)
-        self.bksp_id = vocab["<bksp>"]
+        self.bksp_id = vocab[BKSP]
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id
         texts = tokenizer.batch_decode([[i] for i in range(self.vocab_size)])

@@ -6,9 +6,9 @@ pytest.importorskip("transformers")
 
 import backtrack_gym  # noqa: E402, F401  (registers the envs)
 from backtrack_gym.agents import LMAgent, SamplingConfig, replay_logprobs  # noqa: E402
+from backtrack_gym.envs.core import BKSP  # noqa: E402
 from backtrack_gym.envs.countdown import CountDownTask  # noqa: E402
 from backtrack_gym.train import build_model, build_tokenizer  # noqa: E402
-from backtrack_gym.train.tokenizer import BKSP  # noqa: E402
 
 ENV_ID = "backtrack_gym/CountDown-v0"
 PROBLEM = {"numbers": [3, 8], "target": 24}

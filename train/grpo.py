@@ -284,7 +284,8 @@ class StepRollout:
         import gymnasium as gym
 
         from backtrack_gym.agents.lm import LMAgent, SamplingConfig
-        from backtrack_gym.train.tokenizer import BKSP, action_token_ids
+        from backtrack_gym.envs.core import BKSP
+        from backtrack_gym.train.tokenizer import action_token_ids
 
         config = self.config
         bksp = action_token_ids(self.tokenizer)[BKSP]

@@ -18,12 +18,11 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backtrack_gym.envs.core import BACKTRACK, Task
+from backtrack_gym.envs.core import BACKTRACK, BKSP, Task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-BKSP = "<bksp>"
 EOS = "<eos>"
 PAD = "<pad>"
 BOS = "<bos>"
