@@ -1,12 +1,16 @@
 """Dataclass configs for the CLI: loaded from YAML, overridden by flags, documented in ``--help``.
 
-A config class documents its fields in an ``Attributes:`` section of its docstring;
-those lines become the flags' help. Precedence: field defaults < ``--config`` YAML
-< command-line flags. Every value goes through :func:`convert`, which refuses what
-is not of the field's type; a config may define ``validate()`` (ranges, names, how
-fields fit together), which is called last. The ``check_*`` helpers below are the
-checks the configs' ``validate()`` methods share; each error names the field and
-what it allows.
+A config is a dataclass derived from :class:`Config`. Its fields may be other configs
+(sections, e.g. ``sampling``), which YAML nests and flags reach by dots
+(``--sampling.temperature 0.7``). A config documents its fields in an ``Attributes:``
+section of its docstring (or of the base class that declares them); those lines become
+the flags' help. Precedence: field defaults < ``--config`` YAML < command-line flags;
+a section given in YAML or flags is laid over the section's default, field by field.
+Every value goes through :func:`convert`, which refuses what is not of the field's
+type. :meth:`Config.validate` checks each section, then the config's own
+:meth:`~Config.check` (ranges, names, how fields fit together); an error names the
+field by its dotted path. The ``check_*`` helpers below are the checks the configs
+share.
 """
 
 from __future__ import annotations
@@ -32,20 +36,54 @@ C = TypeVar("C")
 BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
 
 
+class Config:
+    """Base of every config: :meth:`validate` checks each section, then :meth:`check`."""
+
+    def validate(self: C) -> C:
+        """Check every section and then this config's own fields; returns ``self``.
+
+        Raises a ``ValueError`` whose message starts with the bad field's dotted path.
+        """
+        for item in dataclasses.fields(self):
+            section = getattr(self, item.name)
+            if isinstance(section, Config):
+                try:
+                    section.validate()
+                except ValueError as err:
+                    raise prefixed(err, item.name) from None
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """Check this config's own fields (its sections are already checked); none by default."""
+
+
+def prefixed(err: ValueError, section: str) -> ValueError:
+    """``err`` of a section's field, its message naming the field as ``section.field``."""
+    return ValueError(f"{section}.{err}")
+
+
 def field_docs(cls: type) -> dict[str, str]:
-    """Field descriptions from the ``Attributes:`` section of ``cls``'s docstring."""
-    doc = cls.__doc__ or ""
-    section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
+    """Field descriptions from the ``Attributes:`` sections of ``cls``'s docstring and its bases'."""
     docs: dict[str, str] = {}
-    name = None
-    for line in section.splitlines():
-        match = re.match(r"\s{4,8}(\w+):\s*(.*)", line)
-        if match:
-            name = match.group(1)
-            docs[name] = match.group(2)
-        elif name and line.strip():
-            docs[name] += " " + line.strip()
+    for klass in reversed(cls.__mro__):
+        doc = klass.__dict__.get("__doc__") or ""
+        section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
+        name = None
+        for line in section.splitlines():
+            match = re.match(r"\s{4,8}(\w+):\s*(.*)", line)
+            if match:
+                name = match.group(1)
+                docs[name] = match.group(2)
+            elif name and line.strip():
+                docs[name] += " " + line.strip()
     return docs
+
+
+def section_class(hint: Any) -> type[Config] | None:
+    """The config class a field's hint names (``SamplingConfig``, ``X | None``), or None for a plain value."""
+    kind = _unwrap_optional(hint)
+    return kind if isinstance(kind, type) and issubclass(kind, Config) else None
 
 
 def _optional(hint: Any) -> bool:
@@ -130,40 +168,89 @@ def _scalar(value: Any, kind: Any, text: bool) -> Any:
     return value if isinstance(value, kind) else None
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add ``--config`` and one ``--field`` flag per field of the dataclass ``cls``."""
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type[Config], base: Config | None = None) -> None:
+    """Add ``--config`` and one flag per field of ``cls``, dotted for a section's fields.
+
+    ``base`` (default: ``cls()``) gives the defaults the help shows.
+    """
     parser.add_argument("--config", type=Path, help="YAML file of field values (flags override it)")
+    _add_flags(parser, cls, base if base is not None else cls(), "")
+
+
+def _add_flags(parser: Any, cls: type, defaults: Any, prefix: str) -> None:
     docs = field_docs(cls)
     hints = typing.get_type_hints(cls)
-    for field in dataclasses.fields(cls):
-        default = field.default if field.default is not dataclasses.MISSING else field.default_factory()
-        help_text = f"{docs.get(field.name, '')} (default: {default!r})".replace("%", "%%")
-        metavar = getattr(_kind(hints[field.name]), "__name__", "VALUE").upper()
-        parser.add_argument(
-            f"--{field.name.replace('_', '-')}", dest=field.name, default=None, metavar=metavar, help=help_text
-        )
+    sections = []
+    for item in dataclasses.fields(cls):
+        default = getattr(defaults, item.name) if defaults is not None else None
+        if section_class(hints[item.name]) is not None:
+            sections.append((item.name, section_class(hints[item.name]), default))
+            continue
+        help_text = f"{docs.get(item.name, '')} (default: {default!r})".replace("%", "%%")
+        metavar = getattr(_kind(hints[item.name]), "__name__", "VALUE").upper()
+        path = prefix + item.name
+        flag = "--" + prefix + item.name.replace("_", "-")
+        parser.add_argument(flag, dest=path, default=None, metavar=metavar, help=help_text)
+    for name, section, default in sections:
+        group = parser.add_argument_group(f"{prefix}{name}", docs.get(name, "").replace("%", "%%") or None)
+        _add_flags(group, section, default, f"{prefix}{name}.")
 
 
-def config_from_args(cls: type[C], args: argparse.Namespace) -> C:
-    """Build ``cls`` from defaults, the ``--config`` YAML and the flags, then validate it."""
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+def config_from_args(cls: type[C], args: argparse.Namespace, base: C | None = None) -> C:
+    """Build ``cls`` from ``base`` (default: its field defaults), the ``--config`` YAML and the flags,
+    then validate it."""
     values: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
-        values.update(load_yaml(args.config, names))
-    for name in names:
-        flag = getattr(args, name, None)
-        if flag is not None:
-            values[name] = flag
-    config = cls(**{name: convert(value, hints[name], name) for name, value in values.items()})
-    validate = getattr(config, "validate", None)
-    if validate is not None:
-        validate()
-    return config
+        values = load_yaml(args.config)
+    for path, flag in vars(args).items():
+        if flag is not None and path not in ("config", "command"):
+            *sections, name = path.split(".")
+            target = values
+            for section in sections:
+                existing = target.get(section)
+                target[section] = target = dict(existing) if isinstance(existing, Mapping) else {}
+            target[name] = flag
+    return build_config(cls, values, base=base).validate()
 
 
-def load_yaml(path: Path, names: set[str]) -> dict[str, Any]:
-    """Read a YAML mapping of config fields; unknown fields are an error."""
+def build_config(cls: type[C], values: Mapping[str, Any], *, base: C | None = None, path: str = "") -> C:
+    """``base`` (default: ``cls()``) with ``values`` laid over it; a section's values are laid over
+    its own default, field by field. Unknown fields and values not of a field's type raise a
+    ``ValueError`` naming the field. Nothing is validated (see :meth:`Config.validate`).
+    """
+    config = base if base is not None else cls()
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{path or cls.__name__} must be a mapping of field: value, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = [item.name for item in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        where = f"{path}: " if path else ""
+        raise ValueError(f"{where}unknown fields {unknown}; known: {sorted(known)}")
+    changes = {}
+    for name, value in values.items():
+        dotted = f"{path}.{name}" if path else name
+        section = section_class(hints[name])
+        if section is None:
+            changes[name] = convert(value, hints[name], dotted)
+        elif value is None and _optional(hints[name]):
+            changes[name] = None
+        else:
+            if isinstance(value, str):
+                value = _yaml_mapping(value, dotted)
+            changes[name] = build_config(section, value, base=getattr(config, name), path=dotted)
+    return dataclasses.replace(config, **changes)
+
+
+def _yaml_mapping(text: str, name: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ValueError(f"{name}: cannot read {text!r} as a mapping (YAML, e.g. '{{a: 1}}')") from None
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML mapping of config fields (checked against the config by :func:`build_config`)."""
     try:
         data = yaml.safe_load(Path(path).read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
@@ -171,9 +258,6 @@ def load_yaml(path: Path, names: set[str]) -> dict[str, Any]:
         raise ValueError(f"cannot read config {path}: {message}") from None
     if not isinstance(data, dict):
         raise ValueError(f"config {path} must be a mapping of field: value")
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"config {path} has unknown fields {unknown}; known: {sorted(names)}")
     return data
 
 
@@ -223,18 +307,19 @@ def check_choice(name: str, value: Any, choices: Collection[Any]) -> None:
 
 
 def check_task(task: str, task_config: Mapping[str, Any]) -> Task:
-    """The task ``task`` built from ``task_config``; errors name ``task`` or ``task_config``.
+    """The task ``task`` built from ``task_config``; errors name ``name`` or ``config``
+    (the fields of :class:`~backtrack_gym.settings.TaskConfig`).
 
     Building it checks the config's keys and values as the task itself does, so a bad
     value is refused before any work starts.
     """
     from backtrack_gym.envs import TASK_ENV_IDS, make_task
 
-    check_choice("task", task, TASK_ENV_IDS)
+    check_choice("name", task, TASK_ENV_IDS)
     try:
         return make_task(task, **task_config)
     except ValueError as err:
-        raise ValueError(f"task_config: {err}") from None
+        raise ValueError(f"config: {err}") from None
 
 
 def check_style(name: str, style: str, task: Task) -> None:
