@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 import backtrack_gym
@@ -16,10 +17,9 @@ from backtrack_gym.agents.play import PlayConfig, format_table, play_table
 from backtrack_gym.config import add_config_arguments, config_from_args
 from backtrack_gym.train.data import DataConfig, build_and_export
 from backtrack_gym.train.evaluate import EvalConfig
-from backtrack_gym.train.experiment import ExperimentConfig
-from backtrack_gym.train.grpo import GRPORunConfig
+from backtrack_gym.train.experiment import ExperimentConfig, main_config
+from backtrack_gym.train.grpo_config import GRPORunConfig
 from backtrack_gym.train.models import ModelNotFoundError
-from backtrack_gym.train.run import RunConfig
 from backtrack_gym.train.sft import SFTRunConfig
 from backtrack_gym.train.verifiable import VerifiableConfig
 
@@ -31,7 +31,7 @@ def run_play(config: PlayConfig) -> None:
 
 def run_data(config: DataConfig) -> None:
     table = build_and_export(config)
-    print(f"{config.task} {config.split} traces, {config.n} per style, written to {config.out_dir}/")
+    print(f"{config.task.name} {config.split} traces, {config.n} per style, written to {config.out_dir}/")
     print(format_table(table))
 
 
@@ -48,10 +48,12 @@ def run_grpo_command(config: GRPORunConfig) -> None:
 
 
 def run_eval(config: EvalConfig) -> None:
-    from backtrack_gym.train.evaluate import curve_table, evaluate
+    from backtrack_gym.train.evaluate import evaluate
+    from backtrack_gym.train.report import curve_table
 
     report = evaluate(config, progress=True)
-    settings = ", ".join(f"{name} {value}" for name, value in report["settings"].items())
+    task, episode = report["settings"]["task"], report["settings"]["episode"]
+    settings = ", ".join([f"{task['name']} {task['config']}", *(f"{name} {value}" for name, value in episode.items())])
     print(f"{config.model} on {config.n} {config.split} problems ({settings})")
     for method, summary in report["summary"].items():
         print(f"\n{method}")
@@ -62,16 +64,32 @@ def run_eval(config: EvalConfig) -> None:
         print(f"results, curves.png and TensorBoard scalars in {config.output_dir}/")
 
 
-def run_main_job(config: RunConfig) -> None:
-    from backtrack_gym.train.run import plot_path, results_table, run_main, tensorboard_dirs
+def run_main_job(config: ExperimentConfig) -> None:
+    import time
 
-    results = run_main(config, progress=True)
-    print(f"\nheld-out solve rate after SFT and after GRPO ({config.n_eval} problems each): greedy, then")
-    print(f"sampled (pass@1) and pass@k over {config.samples} samples a problem at temperature {config.temperature}")
-    print(format_table(results_table(results)))
-    print(f"wall time {results['wall_seconds'] / 60:.1f} min; results in {config.output_dir}/main.json and main.md")
-    print("TensorBoard: tensorboard --logdir " + " --logdir ".join(tensorboard_dirs(config)))
-    print(f"plot: {plot_path(config)}")
+    from backtrack_gym.train.common import TENSORBOARD_DIR
+    from backtrack_gym.train.experiment import run_experiment
+    from backtrack_gym.train.report import stage_table
+
+    start = time.perf_counter()
+    results = run_experiment(config, progress=True)
+    evaluation = config.eval
+    print(f"\nheld-out solve rate after SFT and after GRPO ({evaluation.n} problems each): greedy, then")
+    print(
+        f"sampled (pass@1) and pass@k over {evaluation.samples} samples a problem"
+        f" at temperature {evaluation.sampling.temperature}"
+    )
+    for arm in config.arms:
+        print(format_table(stage_table(results, arm)))
+    stem = Path(config.output_dir) / config.name
+    print(f"wall time {(time.perf_counter() - start) / 60:.1f} min; results in {stem}.json and {stem}.md")
+    logs = [
+        str(Path(config.output_dir) / arm / stage / TENSORBOARD_DIR)
+        for arm in config.arms
+        for stage in results["arms"][arm]
+    ]
+    print("TensorBoard: tensorboard --logdir " + " --logdir ".join(logs))
+    print(f"plot: {stem}.png")
 
 
 def run_experiment_command(config: ExperimentConfig) -> None:
@@ -90,15 +108,19 @@ def run_verifiable_command(config: VerifiableConfig) -> None:
     print(f"{kept} traces verified wrong, then right; written to {', '.join(map(str, paths))}")
 
 
-COMMANDS: dict[str, tuple[type, Callable[[Any], None]]] = {
-    "play": (PlayConfig, run_play),
-    "data": (DataConfig, run_data),
-    "sft": (SFTRunConfig, run_sft_command),
-    "grpo": (GRPORunConfig, run_grpo_command),
-    "eval": (EvalConfig, run_eval),
-    "run": (RunConfig, run_main_job),
-    "experiment": (ExperimentConfig, run_experiment_command),
-    "verifiable": (VerifiableConfig, run_verifiable_command),
+# command -> (config class, what runs it, the defaults the flags and --config override: None for the class's)
+COMMANDS: dict[str, tuple[type, Callable[[Any], None], Callable[[], Any] | None]] = {
+    "play": (PlayConfig, run_play, None),
+    "data": (DataConfig, run_data, None),
+    "sft": (SFTRunConfig, run_sft_command, None),
+    "grpo": (GRPORunConfig, run_grpo_command, None),
+    "eval": (EvalConfig, run_eval, None),
+    "run": (ExperimentConfig, run_main_job, main_config),
+    "experiment": (ExperimentConfig, run_experiment_command, None),
+    "verifiable": (VerifiableConfig, run_verifiable_command, None),
+}
+SUMMARIES = {
+    "run": "The main job (configs/main.yaml): SFT on oracle traces, then GRPO, each evaluated on held-out problems."
 }
 
 
@@ -107,15 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--version", action="version", version=backtrack_gym.__version__)
     commands = parser.add_subparsers(dest="command", required=True)
     subparsers = {}
-    for name, (config_class, _) in COMMANDS.items():
-        summary = config_class.__doc__.split("\n\n")[0]
+    for name, (config_class, _, defaults) in COMMANDS.items():
+        summary = SUMMARIES.get(name) or config_class.__doc__.split("\n\n")[0]
         subparsers[name] = commands.add_parser(name, help=summary, description=summary)
-        add_config_arguments(subparsers[name], config_class)
+        add_config_arguments(subparsers[name], config_class, defaults() if defaults else None)
     args = parser.parse_args(argv)
-    config_class, run = COMMANDS[args.command]
+    config_class, run, defaults = COMMANDS[args.command]
     subparser = subparsers[args.command]
     try:
-        config = config_from_args(config_class, args)
+        config = config_from_args(config_class, args, base=defaults() if defaults else None)
     except ValueError as err:
         usage_error(subparser, err)
     try:

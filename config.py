@@ -80,6 +80,12 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def section_values(config: Any, section: type) -> dict[str, Any]:
+    """The values of ``config``'s fields that ``section`` declares, by name: how a run config
+    is built from an experiment's section of its own settings."""
+    return {item.name: getattr(config, item.name) for item in dataclasses.fields(section)}
+
+
 def section_class(hint: Any) -> type[Config] | None:
     """The config class a field's hint names (``SamplingConfig``, ``X | None``), or None for a plain value."""
     kind = _unwrap_optional(hint)

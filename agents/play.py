@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import gymnasium as gym
 
 from backtrack_gym.agents.base import Agent, OracleAgent, RandomAgent
+from backtrack_gym.config import Config, prefixed
 from backtrack_gym.envs import TASK_ENV_IDS
+from backtrack_gym.envs.core import INTERACTIONS
+from backtrack_gym.settings import EpisodeConfig, UnsetEpisodeConfig
 
 NAMESPACE = "backtrack_gym/"
 
@@ -55,7 +58,7 @@ def summarize(records: list[EpisodeRecord]) -> dict[str, float]:
 
 
 @dataclass
-class PlayConfig:
+class PlayConfig(Config):
     """Play episodes with the oracle and the random agent and tabulate the results.
 
     Attributes:
@@ -65,10 +68,10 @@ class PlayConfig:
         seed: episode ``k`` of a row starts with ``reset(seed=seed + k)``.
         split: ``train`` or ``test`` (held-out) problems.
         agents: agents to compare (``oracle``, ``random``).
-        interactions: interaction modes to compare (``step``, ``completion``).
-        backtrack: backtracking settings to compare.
-        max_steps: step budget of an episode; unset: the env's own (16 steps for CountDown,
-            4 a cell for Sudoku, 64 for Math).
+        episode: the episodes played: an unset ``interaction`` or ``backtrack`` compares both
+            values, an unset ``env_steps`` plays the env's own budget (16 steps for CountDown,
+            4 a cell for Sudoku, 64 for Math); ``max_new_tokens`` does not apply (the agents
+            write steps, not tokens).
     """
 
     env_id: str = "backtrack_gym/CountDown-v0"
@@ -76,23 +79,26 @@ class PlayConfig:
     seed: int = 0
     split: str = "test"
     agents: tuple[str, ...] = ("oracle", "random")
-    interactions: tuple[str, ...] = ("step", "completion")
-    backtrack: tuple[bool, ...] = (False, True)
-    max_steps: int | None = None
+    episode: UnsetEpisodeConfig = field(default_factory=UnsetEpisodeConfig)
 
-    def validate(self) -> PlayConfig:
+    def check(self) -> None:
         from backtrack_gym.config import check_at_least, check_choice
-        from backtrack_gym.envs.core import INTERACTIONS, SPLITS
+        from backtrack_gym.envs.core import SPLITS
 
         full_env_id(self.env_id)
-        check_at_least(self, 1, "episodes", "max_steps")
+        check_at_least(self, 1, "episodes")
         check_at_least(self, 0, "seed")
         check_choice("split", self.split, SPLITS)
-        for name, choices in (("agents", AGENTS), ("interactions", INTERACTIONS), ("backtrack", (False, True))):
-            if not getattr(self, name):
-                raise ValueError(f"{name} must name at least one of {sorted(choices)}")
-            check_choice(name, getattr(self, name), choices)
-        return self
+        if not self.agents:
+            raise ValueError(f"agents must name at least one of {sorted(AGENTS)}")
+        check_choice("agents", self.agents, AGENTS)
+        if self.episode.max_new_tokens is not None:
+            raise ValueError("episode.max_new_tokens does not apply to play (the agents write steps, not tokens)")
+        try:
+            self.episode.over(EpisodeConfig()).validate()
+            check_at_least(self.episode, 1, "env_steps")  # no token budget to derive one from
+        except ValueError as err:
+            raise prefixed(err, "episode") from None
 
 
 def full_env_id(env_id: str) -> str:
@@ -110,9 +116,12 @@ AGENTS = {"oracle": OracleAgent, "random": RandomAgent}
 def play_table(config: PlayConfig) -> list[dict[str, Any]]:
     """One row per (agent, interaction, backtrack): solve rate, mean steps and backtracks."""
     rows = []
-    for interaction in config.interactions:
-        for backtrack in config.backtrack:
-            budget = {} if config.max_steps is None else {"max_steps": config.max_steps}
+    episode = config.episode
+    interactions = INTERACTIONS if episode.interaction is None else (episode.interaction,)
+    backtracks = (False, True) if episode.backtrack is None else (episode.backtrack,)
+    budget = {} if episode.env_steps is None else {"max_steps": episode.env_steps}
+    for interaction in interactions:
+        for backtrack in backtracks:
             env = gym.make(
                 full_env_id(config.env_id), interaction=interaction, backtrack=backtrack, split=config.split, **budget
             )

@@ -1,7 +1,8 @@
-"""What the trainers share: devices, atomic model saving, checkpoints, TensorBoard."""
+"""What the trainers share: their optimiser settings, devices, atomic model saving, checkpoints, TensorBoard."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -9,14 +10,79 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from backtrack_gym.config import Config, check_at_least, check_choice, check_fraction, check_positive
 
 TENSORBOARD_DIR = "tensorboard"
 FINAL_DIR = "final"
 MODEL_CARD = "README.md"
 TRAINER_STATE = "trainer_state.json"  # the Trainer's, written last in a checkpoint
 CHECKPOINT_NAME = re.compile(r"checkpoint-[0-9]+")
+# The transformers schedules that need no extra arguments (a test checks each is a ``SchedulerType``);
+# listed here because importing transformers to ask would add seconds to every validation.
+LR_SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine", "cosine_with_restarts", "polynomial")
+
+
+@dataclass
+class TrainerConfig(Config):
+    """How a trainer (SFT's or GRPO's) optimises and checkpoints.
+
+    Attributes:
+        optimizer_steps: optimiser steps; 0 leaves the count to the trainer (SFT: ``epochs``
+            over its data).
+        learning_rate: peak learning rate.
+        lr_scheduler: the schedule after warm-up, one of :data:`LR_SCHEDULERS` (``linear``
+            decay to 0, ``constant``, ``cosine``, ...).
+        warmup_ratio: share of the steps spent warming the learning rate up from 0.
+        weight_decay: AdamW weight decay.
+        logging_steps: steps between logged metrics.
+        save_steps: steps between checkpoints.
+        save_total_limit: checkpoints kept.
+        resume: continue from the newest complete checkpoint in the output directory.
+        bf16: train in bfloat16 on a GPU (ignored on the CPU).
+        gradient_checkpointing: recompute activations in the backward pass, which saves
+            memory on large models at about a third more compute (TRL's default is on,
+            which only slows the small presets).
+    """
+
+    optimizer_steps: int = 0
+    learning_rate: float = 1e-3
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    logging_steps: int = 10
+    save_steps: int = 200
+    save_total_limit: int = 2
+    resume: bool = False
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+
+    def check(self) -> None:
+        check_at_least(self, 0, "optimizer_steps", "weight_decay")
+        check_at_least(self, 1, "logging_steps", "save_steps", "save_total_limit")
+        check_positive(self, "learning_rate")
+        check_fraction(self, "warmup_ratio")
+        check_choice("lr_scheduler", self.lr_scheduler, LR_SCHEDULERS)
+
+    def training_arguments(self) -> dict[str, Any]:
+        """These settings as fields of transformers' ``TrainingArguments`` (TRL's configs derive from it)."""
+        return {
+            "max_steps": self.optimizer_steps or -1,
+            "learning_rate": self.learning_rate,
+            "lr_scheduler_type": self.lr_scheduler,
+            "warmup_steps": self.warmup_ratio,  # a float below 1 is a share of the steps
+            "weight_decay": self.weight_decay,
+            "logging_steps": self.logging_steps,
+            "save_steps": self.save_steps,
+            "save_total_limit": self.save_total_limit,
+            "activation_checkpointing": self.gradient_checkpointing,
+            "report_to": [],
+            "dataloader_num_workers": 0,
+            **device_arguments(self.bf16),
+        }
 
 
 def on_gpu() -> bool:
@@ -228,8 +294,6 @@ def save_final(trainer: Any, model: Any, tokenizer: Any, output_dir: str | os.Pa
     (:func:`~backtrack_gym.train.tokenizer.save_tokenizer`). Under ``accelerate``
     every process trains and the main one writes.
     """
-    import dataclasses
-
     from backtrack_gym.train.tokenizer import save_tokenizer
 
     def save(path: Path) -> None:

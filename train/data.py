@@ -26,9 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from backtrack_gym.agents.traces import styles_for, write_trace
+from backtrack_gym.config import Config
 from backtrack_gym.envs import BACKTRACK, make_task
 from backtrack_gym.envs.core import SPLITS, Task, check_interaction
 from backtrack_gym.envs.seeding import item_rng
+from backtrack_gym.settings import EpisodeConfig, TaskConfig
 
 TRACE_STREAM = 1  # extra item_rng key of a trace's random choices (the problem's stream has none)
 FORMATS = ("jsonl", "parquet")
@@ -289,11 +291,11 @@ def style_statistics(dataset: Any) -> dict[str, float]:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(Config):
     """Build SFT data sets of oracle traces and print per-style statistics.
 
     Attributes:
-        task: task name (``countdown``, ``sudoku``, ``math``).
+        task: the task whose problems are traced.
         styles: trace styles to build, one data set each (empty: every style of the task).
         n: problems (rows) per style.
         seed: seed of the problems and of the traces' random choices.
@@ -301,16 +303,16 @@ class DataConfig:
         out_dir: directory the files are written to (``<task>_<style>_<split>.<format>``).
         formats: file formats to write (``jsonl``, ``parquet``).
         workers: worker processes generating traces.
-        task_config: task config fields, e.g. ``{num_count: 3, target_max: 50}``.
         max_lines: line budget of search traces (``dfs``, ``bfs``, ``mix``, ``think``).
         trace_options: more options of the trace writers, e.g. ``{wrong_step_rate: 0.5}``
             (the share of ``self_backtrack`` traces that are back examples) or
             ``{example_form: continued}``.
-        interaction: ``completion`` traces, or ``step`` traces with the env's observation
-            after each line (masked), as a step-mode agent sees them.
+        episode: the episodes the traces are for: ``interaction`` ``completion`` traces, or
+            ``step`` traces with the env's observation after each line (masked), as a
+            step-mode agent sees them; the budgets do not apply.
     """
 
-    task: str = "countdown"
+    task: TaskConfig = field(default_factory=TaskConfig)
     styles: tuple[str, ...] = ()
     n: int = 1000
     seed: int = 0
@@ -318,13 +320,12 @@ class DataConfig:
     out_dir: str = "data"
     formats: tuple[str, ...] = FORMATS
     workers: int = 2
-    task_config: dict[str, Any] = field(default_factory=dict)
     max_lines: int = 512
     trace_options: dict[str, Any] = field(default_factory=dict)
-    interaction: str = "completion"
+    episode: EpisodeConfig = field(default_factory=EpisodeConfig)
 
-    def validate(self) -> DataConfig:
-        from backtrack_gym.config import check_at_least, check_choice, check_style, check_task
+    def check(self) -> None:
+        from backtrack_gym.config import check_at_least, check_choice, check_style
 
         check_at_least(self, 1, "n", "workers", "max_lines")
         check_at_least(self, 0, "seed")
@@ -332,30 +333,28 @@ class DataConfig:
         if not self.formats:
             raise ValueError(f"formats must be among {list(FORMATS)}, got none")
         check_choice("formats", self.formats, FORMATS)
-        check_interaction(self.interaction)
-        task = check_task(self.task, self.task_config)
+        task = self.task.build()
         for style in self.styles:
             check_style("styles", style, task)
-        return self
 
 
 def build_and_export(config: DataConfig, progress: bool = True) -> list[dict[str, Any]]:
     """Build, write and summarise each style of ``config``; returns one statistics row per style."""
     table = []
-    styles = config.styles or tuple(styles_for(make_task(config.task, **config.task_config)))
+    styles = config.styles or tuple(styles_for(config.task.build()))
     for style in styles:
         dataset = build_sft_dataset(
-            config.task,
+            config.task.name,
             style,
             config.n,
             config.seed,
             config.split,
             workers=config.workers,
             progress=progress,
-            task_config=config.task_config,
+            task_config=config.task.config,
             trace_options={"max_lines": config.max_lines, **config.trace_options},
-            interaction=config.interaction,
+            interaction=config.episode.interaction,
         )
-        export(dataset, Path(config.out_dir) / f"{config.task}_{style}_{config.split}", config.formats)
+        export(dataset, Path(config.out_dir) / f"{config.task.name}_{style}_{config.split}", config.formats)
         table.append({"style": style, **style_statistics(dataset)})
     return table

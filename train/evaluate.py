@@ -29,58 +29,69 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from backtrack_gym.config import check_at_least, check_choice, check_positive, check_task
+from backtrack_gym.agents.search import SearchConfig
+from backtrack_gym.config import Config, build_config, check_at_least, check_choice, prefixed
 from backtrack_gym.envs import TASK_ENV_IDS
-from backtrack_gym.envs.core import Task, TextEnv, play_completion
+from backtrack_gym.envs.core import TextEnv, play_completion
+from backtrack_gym.settings import EpisodeConfig, SamplingConfig, TaskConfig, UnsetEpisodeConfig, UnsetTaskConfig
 from backtrack_gym.train.compute import DecoderShape
 from backtrack_gym.train.estimators import maj_at_k, pass_at_k
 
 METHODS = ("greedy", "sample", "search")
-# The fields a model is played with as it was trained, and their values when its final/ does not say.
-AS_TRAINED = {
-    "task": "countdown",
-    "task_config": {},
-    "interaction": "completion",
-    "backtrack": True,
-    "max_tokens": 256,
-    "max_env_steps": 64,
-}
+# How a model whose directory names no training settings is played.
+UNTRAINED_EPISODE = {"interaction": "completion", "backtrack": True, "env_steps": 64, "max_new_tokens": 256}
 
 
 @dataclass
-class EvalConfig:
+class EvalSettings(Config):
+    """How a model is evaluated: the methods, their samples and the compute curves (an experiment's ``eval:``).
+
+    Attributes:
+        n: problems (items ``0..n-1`` of the split).
+        methods: any of ``greedy``, ``sample`` and ``search`` (see the module docs).
+        samples: sampled episodes per problem (``sample``); pass@k and maj@k for k
+            in the powers of two up to it.
+        sampling: how ``sample`` samples.
+        budgets: token budgets of the sequential curves; empty means powers of two
+            from 8 up to ``episode.max_new_tokens``.
+        search: the self-backtracking search (``search``; the paper's settings but two
+            backtrack rounds); its ``expansions`` and ``seed`` are each curve point's and
+            the evaluation's.
+        search_expansions: continuations per frontier state (N) of each point of the search
+            curve; each point runs ``search`` with that N.
+        batch_size: episodes decoded together.
+    """
+
+    n: int = 500
+    methods: list[str] = field(default_factory=lambda: ["greedy"])
+    samples: int = 16
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    budgets: list[int] = field(default_factory=list)
+    search: SearchConfig = field(default_factory=lambda: SearchConfig(rounds=2))
+    search_expansions: list[int] = field(default_factory=lambda: [4, 16])
+    batch_size: int = 100
+
+    def check(self) -> None:
+        if not self.methods:
+            raise ValueError(f"methods must be among {list(METHODS)}, got none")
+        check_choice("methods", self.methods, METHODS)
+        check_at_least(self, 1, "n", "samples", "batch_size", "budgets", "search_expansions")
+
+
+@dataclass
+class EvalConfig(EvalSettings):
     """Evaluate a model on held-out problems: solve rate, pass@k, maj@k and accuracy-vs-compute curves.
 
-    The task, its config, the interaction, ``backtrack`` and the budgets ``max_tokens`` and
-    ``max_env_steps`` default to what the model was trained with, read from the run config
-    its trainer saved in ``final/`` (:func:`trained_settings`); setting one to another value
-    warns. A model that carries none is played with the values of :data:`AS_TRAINED`.
+    The task and the episode settings default to what the model was trained with, read
+    from the run config its trainer saved in ``final/`` (:func:`trained_settings`); a
+    field set to another value warns. A model that carries none is played on CountDown
+    with :data:`UNTRAINED_EPISODE`.
 
     Attributes:
         model: path of the model directory (with its tokenizer), e.g. the main job's GRPO model.
-        task: task name (``countdown``, ``sudoku``, ``math``); unset: the model's.
-        task_config: task config fields; unset: the model's.
-        n: problems (items ``0..n-1`` of the split).
+        task: the task; each field unset: the model's.
+        episode: how episodes are played; each field unset: the model's.
         split: ``test`` (held out) or ``train``.
-        interaction: ``completion`` or ``step``; unset: the model's.
-        backtrack: whether ``<backtrack>`` lines undo steps; unset: the model's.
-        methods: any of ``greedy``, ``sample`` and ``search`` (see the module docs).
-        temperature: sampling temperature of ``sample``.
-        samples: sampled episodes per problem (``sample``); pass@k and maj@k for k
-            in the powers of two up to it.
-        max_tokens: most model tokens per episode (and per search continuation); unset:
-            the model's GRPO completion budget.
-        budgets: token budgets of the sequential curves; empty means powers of two
-            from 8 up to ``max_tokens``.
-        search_expansions: continuations per frontier state (N), one curve point each.
-        search_rounds: backtrack rounds (b) of the search, after its first expansion.
-        search_temperature: sampling temperature of the search (the paper's 0.7).
-        search_frontier: how the search picks its next frontier (``expansion_order``,
-            the paper's, or ``round_best``; see :class:`~backtrack_gym.agents.search.SearchConfig`).
-        search_vote: how the search selects an answer (``sum_logprob``, the paper's, or
-            ``exp_mean_logprob``).
-        max_env_steps: step budget of an episode in the env; unset: the model's.
-        batch_size: episodes decoded together.
         seed: seed of the sampler.
         output_dir: when set, ``eval.json`` (summaries, curves, per-problem records),
             ``curves.png`` and TensorBoard scalars go there.
@@ -88,69 +99,55 @@ class EvalConfig:
     """
 
     model: str = "runs/main/direct/grpo/final"
-    task: str | None = None
-    task_config: dict[str, Any] | None = None
-    n: int = 500
+    task: UnsetTaskConfig = field(default_factory=UnsetTaskConfig)
+    episode: UnsetEpisodeConfig = field(default_factory=UnsetEpisodeConfig)
     split: str = "test"
-    interaction: str | None = None
-    backtrack: bool | None = None
-    methods: list[str] = field(default_factory=lambda: ["greedy"])
-    temperature: float = 1.0
-    samples: int = 16
-    max_tokens: int | None = None
-    budgets: list[int] = field(default_factory=list)
-    search_expansions: list[int] = field(default_factory=lambda: [4, 16])
-    search_rounds: int = 2
-    search_temperature: float = 0.7
-    search_frontier: str = "expansion_order"
-    search_vote: str = "sum_logprob"
-    max_env_steps: int | None = None
-    batch_size: int = 100
     seed: int = 0
     output_dir: str = ""
     label: str = ""
 
-    def validate(self) -> EvalConfig:
-        """Check the fields (those left unset as the model fills them in); the model itself is
+    def check(self) -> None:
+        """Check the fields (the task and episode as the model fills them in); the model itself is
         checked when it is loaded, as :func:`evaluate` may be handed one in memory."""
-        from backtrack_gym.agents.search import FRONTIERS, VOTES
-        from backtrack_gym.envs.core import SPLITS, check_interaction
+        from backtrack_gym.envs.core import SPLITS
 
-        if not self.methods:
-            raise ValueError(f"methods must be among {list(METHODS)}, got none")
-        check_choice("methods", self.methods, METHODS)
+        super().check()
         check_choice("split", self.split, SPLITS)
-        check_at_least(self, 1, "n", "samples", "batch_size", "budgets", "search_expansions")
-        check_at_least(self, 0, "search_rounds", "seed")
-        check_positive(self, "temperature", "search_temperature")
-        check_choice("search_frontier", self.search_frontier, FRONTIERS)
-        check_choice("search_vote", self.search_vote, VOTES)
-        played = self.as_trained(warn=False)
-        check_interaction(played.interaction)
-        check_task(played.task, played.task_config)
-        check_at_least(played, 1, "max_tokens", "max_env_steps")
-        return self
+        check_at_least(self, 0, "seed")
+        task, episode = self.as_trained(warn=False)
+        for name, section in (("task", task), ("episode", episode)):
+            try:
+                section.validate()
+            except ValueError as err:
+                raise prefixed(err, name) from None
 
-    def as_trained(self, *, warn: bool = True) -> EvalConfig:
-        """This config with each unset field of :data:`AS_TRAINED` set to what the model was
-        trained with (or the default there); with ``warn``, a field set to another value warns."""
+    def as_trained(self, *, warn: bool = True) -> tuple[TaskConfig, EpisodeConfig]:
+        """The task and episode settings played: each field set here, else the model's (or the
+        untrained defaults); with ``warn``, a field set to another value than the model's warns."""
         trained = trained_settings(self.model)
-        filled = {}
-        for name, default in AS_TRAINED.items():
-            value = getattr(self, name)
-            if value is None:
-                filled[name] = copy.deepcopy(trained.get(name, default))
-            elif warn and name in trained and _plain(value) != _plain(trained[name]):
-                warnings.warn(
-                    f"evaluating {self.model} with {name}={value!r}, but it was trained with {trained[name]!r}",
-                    stacklevel=2,
-                )
-        return replace(self, **filled)
+        played = []
+        for name, section, default in (
+            ("task", self.task, TaskConfig()),
+            ("episode", self.episode, EpisodeConfig(**UNTRAINED_EPISODE)),
+        ):
+            base = trained.get(name, default)
+            if warn and name in trained:
+                for key, value in asdict(section).items():
+                    if value is not None and _plain(value) != _plain(getattr(base, key)):
+                        warnings.warn(
+                            f"evaluating {self.model} with {name}.{key}={value!r}, "
+                            f"but it was trained with {getattr(base, key)!r}",
+                            stacklevel=3,
+                        )
+            played.append(section.over(copy.deepcopy(base)))
+        return played[0], played[1]
 
-    def token_budgets(self) -> list[int]:
-        if self.budgets:
-            return sorted(set(self.budgets))
-        return [b for b in _powers_of_two(self.max_tokens) if b >= 8] or [self.max_tokens]
+
+def token_budgets(budgets: list[int], max_new_tokens: int) -> list[int]:
+    """The sequential curves' budgets: ``budgets``, or the powers of two from 8 up to ``max_new_tokens``."""
+    if budgets:
+        return sorted(set(budgets))
+    return [b for b in _powers_of_two(max_new_tokens) if b >= 8] or [max_new_tokens]
 
 
 def _powers_of_two(limit: int) -> list[int]:
@@ -158,28 +155,38 @@ def _powers_of_two(limit: int) -> list[int]:
 
 
 def trained_settings(model: str) -> dict[str, Any]:
-    """The :data:`AS_TRAINED` fields a model was trained with, from the run config its trainer
-    saved in its directory (empty for a model without one, e.g. from the hub).
+    """``{"task": TaskConfig, "episode": EpisodeConfig}`` a model was trained with, from the run
+    config its trainer saved in its directory (empty for a model without one, e.g. from the hub).
 
-    A GRPO model carries all of them (its completion budget is ``max_tokens``); an SFT model
-    its task, task config and interaction (SFT plays no episodes, so it has no budgets).
+    A run config saved before the settings were nested (flat ``task_config``,
+    ``max_completion_length``, ``max_env_steps``) is read too.
     """
-    from backtrack_gym.train.grpo import GRPORunConfig
-    from backtrack_gym.train.sft import SFTRunConfig
-
-    # A GRPO run played episodes: its config also names their settings (max_tokens as its completion budget).
-    episode_fields = {"backtrack": "backtrack", "max_tokens": "max_completion_length", "max_env_steps": "max_env_steps"}
-    for config_class, extra in ((GRPORunConfig, episode_fields), (SFTRunConfig, {})):
-        path = Path(model) / f"{config_class.__name__}.json"
+    for config_name in ("GRPORunConfig", "SFTRunConfig"):
+        path = Path(model) / f"{config_name}.json"
         if not path.is_file():
             continue
         try:
             saved = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
+            if isinstance(saved.get("task"), str):
+                saved = _nested_from_flat(saved)
+            task = build_config(TaskConfig, saved["task"])
+            episode = build_config(EpisodeConfig, saved.get("episode", {}), base=EpisodeConfig(**UNTRAINED_EPISODE))
+        except (OSError, KeyError, ValueError) as err:
             raise ValueError(f"model: cannot read {path}: {err}") from None
-        fields = {"task": "task", "task_config": "task_config", "interaction": "interaction", **extra}
-        return {name: saved[source] for name, source in fields.items() if source in saved}
+        return {"task": task, "episode": episode}
     return {}
+
+
+def _nested_from_flat(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run config saved with flat fields, in the nested form (SFT's carried no episode budgets)."""
+    flat_episode = {
+        "interaction": "interaction",
+        "backtrack": "backtrack",
+        "max_new_tokens": "max_completion_length",
+        "env_steps": "max_env_steps",
+    }
+    episode = {name: saved[old] for name, old in flat_episode.items() if old in saved}
+    return {"task": {"name": saved["task"], "config": saved.get("task_config", {})}, "episode": episode}
 
 
 def _plain(value: Any) -> Any:
@@ -194,45 +201,55 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None, *, pr
     ``summary[method]`` holds solve rate, mean tokens and FLOPs, backtracks and invalid
     steps per episode (plus pass@k and maj@k for ``sample``); ``curves[name]`` lists
     points ``{tokens, flops, accuracy}`` per compute budget. ``config`` is ``config`` as
-    given, ``settings`` the :data:`AS_TRAINED` fields it was played with (see
+    given, ``settings`` the task and episode it was played with (see
     :meth:`EvalConfig.as_trained`). ``progress`` shows a progress bar per method on stderr.
     """
-    from backtrack_gym.envs import make_task
     from backtrack_gym.train.models import load_pretrained
+    from backtrack_gym.train.report import write_report
 
     config.validate()
-    played = config.as_trained()
+    task_config, episode = config.as_trained()
     if model is None or tokenizer is None:
         loaded_tokenizer, loaded_model = load_pretrained(config.model)
         tokenizer = loaded_tokenizer if tokenizer is None else tokenizer
         model = loaded_model if model is None else model
     model.eval()
-    task = make_task(played.task, **played.task_config)
-    evaluator = _Evaluator(played, model, tokenizer, task, progress=progress)
+    evaluator = _Evaluator(config, task_config, episode, model, tokenizer, progress=progress)
     report: dict[str, Any] = {"summary": {}, "curves": {}, "problems": evaluator.problem_records()}
     for method in config.methods:
         summary, curves = getattr(evaluator, method)()
         report["summary"][method] = summary
         report["curves"].update(curves)
     report["config"] = asdict(config)
-    report["settings"] = {name: getattr(played, name) for name in AS_TRAINED}
+    report["settings"] = {"task": asdict(task_config), "episode": asdict(episode)}
     if config.output_dir:
         write_report(report, Path(config.output_dir), config.label or Path(config.model).name)
     return report
 
 
 class _Evaluator:
-    def __init__(self, config: EvalConfig, model: Any, tokenizer: Any, task: Task, *, progress: bool = False):
+    def __init__(
+        self,
+        config: EvalConfig,
+        task_config: TaskConfig,
+        episode: EpisodeConfig,
+        model: Any,
+        tokenizer: Any,
+        *,
+        progress: bool = False,
+    ):
         self.config = config
+        self.task_config = task_config
+        self.episode = episode
         self.progress = progress
         self.model = model
         self.tokenizer = tokenizer
-        self.task = task
+        self.task = task = task_config.build()
         self.shape = DecoderShape.from_config(model.config)
         self.problems = [task.generate(index, config.split) for index in range(config.n)]
         self.records: list[dict[str, Any]] = [{} for _ in self.problems]
         # The settings of every episode played, and of the replays of cut ones.
-        self.env_settings = {"backtrack": config.backtrack, "max_steps": config.max_env_steps}
+        self.env_settings = {"backtrack": episode.backtrack, "max_steps": episode.step_budget}
         self.replay_env = TextEnv(task, interaction="completion", **self.env_settings)
 
     def problem_records(self) -> list[dict[str, Any]]:
@@ -272,7 +289,7 @@ class _Evaluator:
         return summary, curves
 
     def search(self) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
-        from backtrack_gym.agents.search import HFExpander, SearchConfig, self_backtracking_search
+        from backtrack_gym.agents.search import HFExpander, self_backtracking_search
 
         config = self.config
         points, summary = [], {}
@@ -281,17 +298,15 @@ class _Evaluator:
             record["search"] = {}
         settings = sorted(set(config.search_expansions))
         for expansions in self._progress_bar("search", settings, unit="setting"):
-            search = SearchConfig(
-                expansions=expansions,
-                rounds=config.search_rounds,
-                max_new_tokens=config.max_tokens,
-                temperature=config.search_temperature,
-                frontier=config.search_frontier,
-                vote=config.search_vote,
-                max_steps=config.max_env_steps,
-                seed=config.seed,
+            search = replace(config.search, expansions=expansions, seed=config.seed)
+            results = self_backtracking_search(
+                self.task,
+                self.problems,
+                expander,
+                search,
+                max_new_tokens=self.episode.max_new_tokens,
+                env_steps=self.episode.step_budget,
             )
-            results = self_backtracking_search(self.task, self.problems, expander, search)
             for record, result in zip(self.records, results, strict=True):
                 flops = sum(self.shape.sequence_flops(p, g) for p, g in result.sequences)
                 record["search"][expansions] = {
@@ -307,10 +322,10 @@ class _Evaluator:
             summary[f"solve_rate@N={expansions}"] = point["accuracy"]
             summary[f"mean_tokens@N={expansions}"] = point["tokens"]
         summary.update(
-            rounds=config.search_rounds,
-            temperature=config.search_temperature,
-            frontier=config.search_frontier,
-            vote=config.search_vote,
+            rounds=config.search.rounds,
+            temperature=config.search.sampling.temperature,
+            frontier=config.search.frontier,
+            vote=config.search.vote,
         )
         return summary, {"search": points}
 
@@ -321,7 +336,8 @@ class _Evaluator:
         import gymnasium as gym
         import torch
 
-        from backtrack_gym.agents.lm import LMAgent, SamplingConfig
+        from backtrack_gym.agents.lm import LMAgent
+        from backtrack_gym.agents.lm import SamplingConfig as DecodeConfig
 
         config = self.config
         jobs = [index for index in range(config.n) for _ in range(samples)]
@@ -331,18 +347,20 @@ class _Evaluator:
             batch = jobs[start : start + config.batch_size]
             envs = [
                 gym.make(
-                    TASK_ENV_IDS[config.task],
-                    interaction=config.interaction,
+                    TASK_ENV_IDS[self.task_config.name],
+                    interaction=self.episode.interaction,
                     split=config.split,
                     **self.env_settings,
-                    **config.task_config,
+                    **self.task_config.config,
                 )
                 for _ in batch
             ]
-            sampling = SamplingConfig(
+            sampling = DecodeConfig(
                 greedy=greedy,
-                temperature=config.temperature,
-                max_episode_tokens=config.max_tokens,
+                temperature=config.sampling.temperature,
+                top_k=config.sampling.top_k,
+                top_p=config.sampling.top_p,
+                max_episode_tokens=self.episode.max_new_tokens,
                 seed=config.seed + start,
             )
             with torch.inference_mode():
@@ -378,7 +396,7 @@ class _Evaluator:
     def _sequential_curve(self, episodes: list[list[Any]]) -> list[dict[str, float]]:
         """Solve rate and mean cost of the episodes cut at each token budget."""
         points = []
-        for budget in self.config.token_budgets():
+        for budget in token_budgets(self.config.budgets, self.episode.max_new_tokens):
             outcomes = [
                 self._cut(episode, problem, budget)
                 for problem, group in zip(self.problems, episodes, strict=True)
@@ -453,84 +471,3 @@ def _pass_at(samples: list[dict[str, Any]], k: int) -> float:
 
 def _maj_at(samples: list[dict[str, Any]], k: int) -> float:
     return maj_at_k([(s["answer"], s["solved"]) for s in samples], k)
-
-
-# --- output ------------------------------------------------------------------------
-
-
-def write_report(report: dict[str, Any], output_dir: Path, label: str) -> None:
-    """``eval.json`` (atomically), ``curves.png`` and TensorBoard scalars of one model's report."""
-    from backtrack_gym.train.data import atomic_write
-
-    text = json.dumps(report, indent=1, default=str)
-    atomic_write(output_dir / "eval.json", lambda path: path.write_text(text))
-    curves = {f"{label} {name}": points for name, points in report["curves"].items()}
-    plot_curves(curves, output_dir / "curves.png", title=label)
-    write_curves_tensorboard(curves, output_dir / "tensorboard")
-
-
-LINESTYLES = {"greedy": "-", "sampled": ":", "best_of_n": "--", "maj_of_n": "-.", "search": "-"}
-
-
-def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path, *, title: str = "") -> None:
-    """Solve rate against mean tokens and against mean FLOPs per problem, as a PNG.
-
-    Curves are named ``"<model> <method>"``: one colour per model, one line style per method.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from backtrack_gym.train.data import atomic_write
-
-    models = list(dict.fromkeys(name.rsplit(" ", 1)[0] for name in curves))
-    colours = plt.get_cmap("tab10")
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, points in curves.items():
-        model, _, method = name.rpartition(" ")
-        style = {
-            "color": colours(models.index(model) % 10),
-            "linestyle": LINESTYLES.get(method, "-"),
-            "marker": "s" if method == "search" else "o",
-            "markersize": 4,
-        }
-        for axis, key in zip(axes, ("tokens", "flops"), strict=True):
-            axis.plot([p[key] for p in points], [p["accuracy"] for p in points], label=name, **style)
-    for axis, label in zip(axes, ("model tokens per problem", "FLOPs per problem"), strict=True):
-        axis.set_xscale("log")
-        axis.set_xlabel(label)
-        axis.set_ylabel("solve rate")
-        axis.set_ylim(0, 1)
-        axis.grid(alpha=0.3)
-    axes[1].legend(fontsize=7)
-    figure.suptitle(title)
-    figure.tight_layout()
-    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=110, format="png"))
-    plt.close(figure)
-
-
-def write_curves_tensorboard(curves: dict[str, list[dict[str, float]]], log_dir: Path) -> None:
-    """Each curve as scalars: accuracy against tokens (step = tokens) and kFLOPs (step = kFLOPs)."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(log_dir))
-    for name, points in curves.items():
-        tag = name.replace(" ", "/")
-        for point in points:
-            writer.add_scalar(f"{tag}/accuracy_vs_tokens", point["accuracy"], round(point["tokens"]))
-            writer.add_scalar(f"{tag}/accuracy_vs_kflops", point["accuracy"], round(point["flops"] / 1e3))
-    writer.close()
-
-
-def curve_table(curves: dict[str, list[dict[str, float]]]) -> list[dict[str, Any]]:
-    """One row per curve point, for printing."""
-    return [
-        {
-            "curve": name,
-            "budget": point.get("budget", point.get("n")),
-            **{k: point[k] for k in ("tokens", "flops", "accuracy")},
-        }
-        for name, points in curves.items()
-        for point in points
-    ]

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backtrack_gym.config import check_at_least, check_fraction, check_positive, check_style, check_task
-from backtrack_gym.envs.core import check_interaction
+from backtrack_gym.config import Config, check_at_least, check_positive, check_style
+from backtrack_gym.settings import EpisodeConfig, TaskConfig
 from backtrack_gym.train.common import (
+    TrainerConfig,
     checkpoint_step,
-    device_arguments,
     last_checkpoint,
     model_card,
     save_final,
@@ -29,80 +29,71 @@ from backtrack_gym.train.models import check_model_source
 IGNORE = -100
 
 
+def sft_trainer_defaults() -> TrainerConfig:
+    """SFT's optimiser: cosine decay after a 5% warm-up, with weight decay."""
+    return TrainerConfig(learning_rate=1e-3, lr_scheduler="cosine", warmup_ratio=0.05, weight_decay=0.01)
+
+
 @dataclass
-class SFTRunConfig:
-    """SFT warm-up: build trace data, then train a model from scratch (or a HF model) on it.
+class SFTSettings(Config):
+    """SFT's own settings: the traces and how they are trained on.
 
     Attributes:
-        task: task name (``countdown``, ``sudoku``, ``math``).
         style: trace style of the training data (``direct``, ``dfs``, ``mix``, ...).
         trace_options: options of the trace writer, e.g. ``{wrong_step_rate: 0.5}``
             for CountDown ``self_backtrack``.
-        interaction: ``completion`` traces, or ``step`` traces with the env's observation
-            after each line (masked from the loss), for a model that then acts in step mode.
         n_train: training traces.
-        seed: seed of the data, the model's initial weights and the training order.
-        task_config: task config fields, e.g. ``{num_count: 3, target_max: 50}``.
-        model: a preset size (``tiny``, ``1M``, ``3M``, ``17M``, ``38M``, ``144M``)
-            trained from scratch, or a local path / hub name of a pretrained model.
-        output_dir: where checkpoints, TensorBoard logs and ``final/`` go.
-        epochs: passes over the data (ignored when ``max_steps`` > 0).
-        max_steps: optimiser steps; 0 means use ``epochs``.
+        epochs: passes over the data (when ``trainer.optimizer_steps`` is 0).
         batch_size: sequences per optimiser step.
-        learning_rate: peak learning rate (cosine decay after warm-up).
-        warmup_ratio: share of the steps spent warming up.
-        weight_decay: AdamW weight decay.
         max_length: longest sequence in tokens; longer traces are dropped (and counted).
-        logging_steps: steps between logged metrics.
-        save_steps: steps between checkpoints.
-        save_total_limit: checkpoints kept.
-        resume: continue from the newest checkpoint in ``output_dir``.
         lora: train LoRA adapters (peft) instead of all weights.
         lora_rank: LoRA rank.
         workers: processes writing the traces.
-        bf16: use bfloat16 on a GPU (ignored on the CPU).
-        gradient_checkpointing: recompute activations in the backward pass, which saves
-            memory on large models at about a third more compute (TRL's default is on,
-            which only slows the small presets).
+        trainer: the optimiser and checkpoints.
     """
 
-    task: str = "countdown"
     style: str = "dfs"
     trace_options: dict[str, Any] = field(default_factory=dict)
-    interaction: str = "completion"
     n_train: int = 5000
-    seed: int = 0
-    task_config: dict[str, Any] = field(default_factory=dict)
-    model: str = "1M"
-    output_dir: str = "runs/sft"
     epochs: float = 1.0
-    max_steps: int = 0
     batch_size: int = 32
-    learning_rate: float = 1e-3
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.01
     max_length: int = 512
-    logging_steps: int = 10
-    save_steps: int = 200
-    save_total_limit: int = 2
-    resume: bool = False
     lora: bool = False
     lora_rank: int = 16
     workers: int = 2
-    bf16: bool = False
-    gradient_checkpointing: bool = False
+    trainer: TrainerConfig = field(default_factory=sft_trainer_defaults)
 
-    def validate(self) -> SFTRunConfig:
-        check_at_least(self, 1, "n_train", "batch_size", "max_length", "logging_steps", "save_steps")
-        check_at_least(self, 1, "save_total_limit", "workers", "lora_rank")
-        check_at_least(self, 0, "seed", "max_steps")
-        check_positive(self, "epochs", "learning_rate")
-        check_fraction(self, "warmup_ratio")
-        check_at_least(self, 0, "weight_decay")
-        check_interaction(self.interaction)
-        check_style("style", self.style, check_task(self.task, self.task_config))
+    def check(self) -> None:
+        check_at_least(self, 1, "n_train", "batch_size", "max_length", "workers", "lora_rank")
+        check_positive(self, "epochs")
+
+
+@dataclass
+class SFTRunConfig(SFTSettings):
+    """SFT warm-up: build trace data, then train a model from scratch (or a HF model) on it.
+
+    Attributes:
+        task: the task whose traces are trained on.
+        episode: the episodes the model is trained to play: ``interaction`` sets the trace
+            form (``step`` traces carry the env's observation after each line, masked from
+            the loss); the budgets are recorded for evaluation.
+        model: a preset size (``tiny``, ``1M``, ``3M``, ``17M``, ``38M``, ``144M``)
+            trained from scratch, or a local path / hub name of a pretrained model.
+        output_dir: where checkpoints, TensorBoard logs and ``final/`` go.
+        seed: seed of the data, the model's initial weights and the training order.
+    """
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    episode: EpisodeConfig = field(default_factory=EpisodeConfig)
+    model: str = "1M"
+    output_dir: str = "runs/sft"
+    seed: int = 0
+
+    def check(self) -> None:
+        super().check()
+        check_at_least(self, 0, "seed")
+        check_style("style", self.style, self.task.build())
         check_model_source(self.model, presets=True)
-        return self
 
 
 def tokenize_row(tokenizer: Any, prompt: str, completion: str, mask_spans: list[list[int]]) -> dict[str, list[int]]:
@@ -185,12 +176,11 @@ def run_sft(config: SFTRunConfig) -> Path:
     """Train and save the model (with its tokenizer) to ``<output_dir>/final``; returns that path."""
     from trl import SFTConfig, SFTTrainer
 
-    from backtrack_gym.envs import make_task
     from backtrack_gym.train.data import build_sft_dataset
 
     config.validate()
     output = Path(config.output_dir)
-    task = make_task(config.task, **{**config.task_config, "seed": config.seed})
+    task = config.task.build(seed=config.seed)
     tokenizer, model = load_tokenizer_and_model(config.model, task, config.seed)
     if config.lora:
         from peft import LoraConfig, get_peft_model
@@ -207,30 +197,19 @@ def run_sft(config: SFTRunConfig) -> Path:
         workers=config.workers,
         progress=True,
         trace_options=config.trace_options,
-        interaction=config.interaction,
+        interaction=config.episode.interaction,
     )
     train_set, dropped = tokenize_dataset(dataset, tokenizer, config.max_length)
     if dropped:
         print(f"dropped {dropped} of {len(dataset)} traces longer than {config.max_length} tokens")
-    checkpoint = last_checkpoint(output) if config.resume else None
+    checkpoint = last_checkpoint(output) if config.trainer.resume else None
     args = SFTConfig(
         output_dir=str(output),
         num_train_epochs=config.epochs,
-        max_steps=config.max_steps or -1,
         per_device_train_batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type="cosine",
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a share of the steps
-        weight_decay=config.weight_decay,
         max_length=config.max_length,
-        logging_steps=config.logging_steps,
-        save_steps=config.save_steps,
-        save_total_limit=config.save_total_limit,
         seed=config.seed,
-        report_to=[],
-        dataloader_num_workers=0,
-        activation_checkpointing=config.gradient_checkpointing,
-        **device_arguments(config.bf16),
+        **config.trainer.training_arguments(),
     )
     trainer = with_model_card(SFTTrainer, sft_model_card(config))(
         model=model,
