@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import math
 import numbers
 import re
@@ -67,11 +68,11 @@ def field_docs(cls: type) -> dict[str, str]:
     """Field descriptions from the ``Attributes:`` sections of ``cls``'s docstring and its bases'."""
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        doc = klass.__dict__.get("__doc__") or ""
+        doc = inspect.cleandoc(klass.__dict__.get("__doc__") or "")
         section = doc.split("Attributes:", 1)[1] if "Attributes:" in doc else ""
         name = None
         for line in section.splitlines():
-            match = re.match(r"\s{4,8}(\w+):\s*(.*)", line)
+            match = re.match(r"\s{4}(\w+):\s*(.*)", line)
             if match:
                 name = match.group(1)
                 docs[name] = match.group(2)

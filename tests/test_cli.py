@@ -12,67 +12,74 @@ MISSING_MODEL = "/no/such/backtrack_gym/model"
 BAD_CONFIGS = [
     ("play", ["--env-id", "Chess-v0"], None, "env_id"),
     ("play", ["--episodes", "0"], None, "episodes"),
-    ("play", ["--max-steps", "0"], None, "max_steps"),
+    ("play", ["--episode.env-steps", "0"], None, "episode.env_steps"),
+    ("play", ["--episode.max-new-tokens", "8"], None, "episode.max_new_tokens"),
     ("play", ["--agents", "oracle,human"], None, "agents"),
-    ("play", ["--interactions", "chat"], None, "interactions"),
+    ("play", ["--episode.interaction", "chat"], None, "episode.interaction"),
     ("data", [], "n: 2.7", "n"),
     ("data", [], "n: true", "n"),
     ("data", ["--n", "-5"], None, "n"),
-    ("data", ["--task", "chess"], None, "task"),
+    ("data", ["--task.name", "chess"], None, "task.name"),
     ("data", ["--styles", "dfs,nope"], None, "styles"),
     ("data", ["--formats", "csv"], None, "formats"),
     ("data", ["--split", "dev"], None, "split"),
-    ("data", ["--task-config", "{num_count: 0}"], None, "task_config"),
-    ("sft", ["--weight-decay", "-5"], None, "weight_decay"),
-    ("sft", ["--warmup-ratio", "7"], None, "warmup_ratio"),
-    ("sft", ["--task-config", "{num_count: 0}"], None, "task_config"),
-    ("sft", ["--task-config", "{target_min: 50, target_max: 10}"], None, "task_config"),
-    ("sft", ["--task-config", "{bogus: 1}"], None, "task_config"),
-    ("sft", ["--task-config", "{num_count: 2.7}"], None, "task_config"),
-    ("sft", ["--task", "chess"], None, "task"),
+    ("data", ["--task.config", "{num_count: 0}"], None, "task.config"),
+    ("data", [], "task: {nmae: countdown}", "task: unknown fields"),
+    ("sft", ["--trainer.weight-decay", "-5"], None, "trainer.weight_decay"),
+    ("sft", ["--trainer.warmup-ratio", "7"], None, "trainer.warmup_ratio"),
+    ("sft", ["--task.config", "{num_count: 0}"], None, "task.config"),
+    ("sft", ["--task.config", "{target_min: 50, target_max: 10}"], None, "task.config"),
+    ("sft", ["--task.config", "{bogus: 1}"], None, "task.config"),
+    ("sft", ["--task.config", "{num_count: 2.7}"], None, "task.config"),
+    ("sft", ["--task.name", "chess"], None, "task.name"),
     ("sft", ["--style", "nope"], None, "style"),
-    ("sft", ["--task", "math", "--style", "dfs"], None, "style"),
-    ("sft", ["--learning-rate", "nan"], None, "learning_rate"),
+    ("sft", ["--task.name", "math", "--style", "dfs"], None, "style"),
+    ("sft", ["--trainer.learning-rate", "nan"], None, "trainer.learning_rate"),
     ("sft", ["--epochs", "inf"], None, "epochs"),
     ("sft", ["--seed", "-1"], None, "seed"),
+    ("sft", ["--episode.interaction", "chat"], None, "episode.interaction"),
     ("sft", ["--model", MISSING_MODEL], None, "model"),
     ("sft", ["--model", "runs/sft/typo/final"], None, "model"),
     ("grpo", ["--beta", "-1"], None, "beta"),
-    ("grpo", ["--save-steps", "0"], None, "save_steps"),
-    ("grpo", ["--temperature", "-1"], None, "temperature"),
+    ("grpo", ["--trainer.save-steps", "0"], None, "trainer.save_steps"),
+    ("grpo", ["--trainer.optimizer-steps", "0"], None, "trainer.optimizer_steps"),
+    ("grpo", ["--sampling.temperature", "-1"], None, "sampling.temperature"),
+    ("grpo", ["--sampling.top-p", "1.5"], None, "sampling.top_p"),
     ("grpo", ["--loss-type", "nope"], None, "loss_type"),
-    ("grpo", ["--lr-scheduler", "nope"], None, "lr_scheduler"),
-    ("grpo", ["--learning-rate", "nan"], None, "learning_rate"),
-    ("grpo", ["--task", "chess"], None, "task"),
+    ("grpo", ["--trainer.lr-scheduler", "nope"], None, "trainer.lr_scheduler"),
+    ("grpo", ["--trainer.learning-rate", "nan"], None, "trainer.learning_rate"),
+    ("grpo", ["--task.name", "chess"], None, "task.name"),
     ("grpo", ["--sft-style", "nope"], None, "sft_style"),
+    ("grpo", ["--episode.max-new-tokens", "0"], None, "episode.max_new_tokens"),
     ("grpo", ["--reward-weights", "{solved: 1}"], None, "reward_weights"),
     ("grpo", ["--reward-weights", "{correct: yes}"], None, "reward_weights.correct"),
     ("grpo", ["--model", MISSING_MODEL], None, "model"),
-    ("eval", ["--temperature", "-1"], None, "temperature"),
-    ("eval", ["--task", "chess"], None, "task"),
-    ("eval", ["--task-config", "{num_count: 0}"], None, "task_config"),
+    ("eval", ["--sampling.temperature", "-1"], None, "sampling.temperature"),
+    ("eval", ["--task.name", "chess"], None, "task.name"),
+    ("eval", ["--task.config", "{num_count: 0}"], None, "task.config"),
     ("eval", ["--methods", "beam"], None, "methods"),
     ("eval", ["--split", "dev"], None, "split"),
-    ("eval", ["--interaction", "chat"], None, "interaction"),
-    ("eval", ["--max-tokens", "0"], None, "max_tokens"),
-    ("run", ["--grpo-beta", "-1"], None, "grpo_beta"),
-    ("run", ["--grpo-learning-rate", "nan"], None, "grpo_learning_rate"),
-    ("run", ["--sft-epochs", "inf"], None, "sft_epochs"),
-    ("run", ["--n-train", "0"], None, "n_train"),
-    ("run", ["--n-eval", "0"], None, "n_eval"),
-    ("run", ["--style", "nope"], None, "style"),
-    ("run", ["--temperature", "-1"], None, "temperature"),
-    ("run", ["--task-config", "{bogus: 1}"], None, "task_config"),
+    ("eval", ["--episode.interaction", "chat"], None, "episode.interaction"),
+    ("eval", ["--episode.max-new-tokens", "0"], None, "episode.max_new_tokens"),
+    ("run", ["--grpo.beta", "-1"], None, "grpo.beta"),
+    ("run", ["--grpo.trainer.learning-rate", "nan"], None, "grpo.trainer.learning_rate"),
+    ("run", ["--sft.epochs", "inf"], None, "sft.epochs"),
+    ("run", ["--sft.n-train", "0"], None, "sft.n_train"),
+    ("run", ["--eval.n", "0"], None, "eval.n"),
+    ("run", ["--arms", "{direct: {sft: {style: nope}}}"], None, "arms.direct: sft.style"),
+    ("run", ["--eval.sampling.temperature", "-1"], None, "eval.sampling.temperature"),
+    ("run", ["--task.config", "{bogus: 1}"], None, "task.config"),
     ("experiment", ["--plot", "nope"], None, "plot"),
-    ("experiment", [], "arms: {a: {style: dfs, n_train: 2.7}}", "arms.a.n_train"),
-    ("experiment", [], "arms: {a: {style: dfs, methods: [beam]}}", "arms.a.methods"),
-    ("experiment", [], "arms: {a: {style: nope}}", "arms.a.style"),
-    ("experiment", ["--grpo-steps", "2", "--grpo-temperature", "0"], None, "grpo_temperature"),
+    ("experiment", [], "arms: {a: {sft: {style: dfs, n_train: 2.7}}}", "arms.a.sft.n_train"),
+    ("experiment", [], "arms: {a: {sft: {style: dfs}, eval: {methods: [beam]}}}", "arms.a: eval.methods"),
+    ("experiment", [], "arms: {a: {sft: {style: nope}}}", "arms.a: sft.style"),
+    ("experiment", [], "arms: {a: {style: dfs}}", "arms.a: unknown sections"),
+    ("experiment", ["--grpo.trainer.optimizer-steps", "2", "--grpo.sampling.temperature", "0"], None, "grpo.sampling"),
     ("experiment", ["--name", "../escape"], None, "name"),
     ("verifiable", ["--samples", "0"], None, "samples"),
-    ("verifiable", ["--temperature", "inf"], None, "temperature"),
+    ("verifiable", ["--sampling.temperature", "inf"], None, "sampling.temperature"),
     ("verifiable", ["--mix-with", "no_such_file.jsonl"], None, "mix_with"),
-    ("verifiable", ["--task", "chess"], None, "task"),
+    ("verifiable", ["--task.name", "chess"], None, "task.name"),
     ("verifiable", ["--model", MISSING_MODEL], None, "model"),
 ]
 
@@ -84,8 +91,8 @@ def _forbid_work(monkeypatch, tmp_path):
     def no_work(config):
         raise AssertionError(f"work started with {config}")
 
-    for name, (config_class, _) in cli.COMMANDS.items():
-        monkeypatch.setitem(cli.COMMANDS, name, (config_class, no_work))
+    for name, (config_class, _, defaults) in cli.COMMANDS.items():
+        monkeypatch.setitem(cli.COMMANDS, name, (config_class, no_work, defaults))
 
 
 def _usage_error(capsys, argv):
@@ -172,7 +179,7 @@ def test_grpo_loss_types_are_the_losses_trl_computes():
 
     from trl import GRPOTrainer
 
-    from backtrack_gym.train.grpo import LOSS_TYPES
+    from backtrack_gym.train.grpo_config import LOSS_TYPES
 
     source = inspect.getsource(GRPOTrainer)
     assert all(f'"{loss}"' in source for loss in LOSS_TYPES)
@@ -181,13 +188,13 @@ def test_grpo_loss_types_are_the_losses_trl_computes():
 def test_grpo_schedules_are_transformers_schedules():
     from transformers.trainer_utils import SchedulerType
 
-    from backtrack_gym.train.grpo import LR_SCHEDULERS
+    from backtrack_gym.train.common import LR_SCHEDULERS
 
     assert set(LR_SCHEDULERS) <= {schedule.value for schedule in SchedulerType}
 
 
 def test_play_takes_short_env_ids_and_the_envs_own_step_budget(capsys):
-    args = ["play", "--env-id", "Sudoku-v0", "--episodes", "1", "--agents", "oracle", "--backtrack", "true"]
+    args = ["play", "--env-id", "Sudoku-v0", "--episodes", "1", "--agents", "oracle", "--episode.backtrack", "true"]
     assert cli.main(args) == 0
     header, *rows = capsys.readouterr().out.strip().splitlines()[1:]
     columns = header.split()

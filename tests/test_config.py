@@ -1,13 +1,13 @@
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 
-from backtrack_gym.config import add_config_arguments, config_from_args, convert, field_docs
+from backtrack_gym.config import Config, add_config_arguments, build_config, config_from_args, convert, field_docs
 
 
 @dataclass
-class ExampleConfig:
+class ExampleConfig(Config):
     """An example.
 
     Attributes:
@@ -27,15 +27,30 @@ class ExampleConfig:
     tags: tuple[str, ...] = ()
     limit: int | None = None
 
-    def validate(self):
+    def check(self):
         if self.steps < 0:
             raise ValueError("steps must be non-negative")
 
 
-def parse(argv):
+@dataclass
+class NestedConfig(Config):
+    """A config with sections.
+
+    Attributes:
+        inner: an example section.
+        other: a second one, whose default differs from the section's own.
+        label: a plain field.
+    """
+
+    inner: ExampleConfig = field(default_factory=ExampleConfig)
+    other: ExampleConfig = field(default_factory=lambda: ExampleConfig(steps=9, name="other"))
+    label: str = "x"
+
+
+def parse(argv, cls=ExampleConfig):
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser, ExampleConfig)
-    return config_from_args(ExampleConfig, parser.parse_args(argv))
+    add_config_arguments(parser, cls)
+    return config_from_args(cls, parser.parse_args(argv))
 
 
 def test_docs_come_from_the_docstring():
@@ -69,15 +84,78 @@ def test_bad_values_are_clear_errors(tmp_path):
         parse(["--config", str(path)])
 
 
-def test_main_yaml_holds_the_defaults_of_make_run():
-    from pathlib import Path
+def test_sections_nest_in_yaml_and_take_dotted_flags(tmp_path):
+    assert parse([], NestedConfig) == NestedConfig()
+    path = tmp_path / "c.yaml"
+    path.write_text("inner: {steps: 7}\nother: {rate: 0.1}\nlabel: y\n")
+    config = parse(["--config", str(path), "--other.limit", "4", "--inner.tags", "a,b"], NestedConfig)
+    # a section given in part keeps the rest of its default (other's steps=9 and name)
+    assert config.inner == ExampleConfig(steps=7, tags=("a", "b"))
+    assert config.other == ExampleConfig(steps=9, rate=0.1, name="other", limit=4)
+    assert config.label == "y"
 
-    from backtrack_gym.train.run import RunConfig
 
+def test_section_errors_name_the_dotted_field(tmp_path):
+    with pytest.raises(ValueError, match="^inner.steps: cannot read 'x' as int"):
+        parse(["--inner.steps", "x"], NestedConfig)
+    with pytest.raises(ValueError, match="^other.steps must be non-negative"):
+        parse(["--other.steps", "-1"], NestedConfig)
+    with pytest.raises(ValueError, match="^inner: unknown fields \\['stepz'\\]"):
+        build_config(NestedConfig, {"inner": {"stepz": 1}})
+    with pytest.raises(ValueError, match="^inner must be a mapping"):
+        build_config(NestedConfig, {"inner": [1]})
+
+
+def test_help_documents_every_field_of_every_section():
     parser = argparse.ArgumentParser()
-    add_config_arguments(parser, RunConfig)
-    path = Path(__file__).parents[1] / "configs" / "main.yaml"
-    assert config_from_args(RunConfig, parser.parse_args(["--config", str(path)])) == RunConfig()
+    add_config_arguments(parser, NestedConfig)
+    text = parser.format_help()
+    for flag in ("--inner.steps", "--other.limit", "--label"):
+        assert flag in text
+    assert "how many steps to take. (default: 9)" in " ".join(text.split())
+
+
+def test_inherited_fields_are_documented_from_their_class():
+    @dataclass
+    class Derived(ExampleConfig):
+        """Derived.
+
+        Attributes:
+            extra: one more.
+        """
+
+        extra: int = 0
+
+    docs = field_docs(Derived)
+    assert docs["steps"] == "how many steps to take." and docs["extra"] == "one more."
+
+
+def test_unset_fields_fill_in_from_a_base():
+    from backtrack_gym.settings import EpisodeConfig, UnsetEpisodeConfig
+
+    unset = build_config(UnsetEpisodeConfig, {"env_steps": "4"})
+    assert unset.over(EpisodeConfig(max_new_tokens=64)) == EpisodeConfig(env_steps=4, max_new_tokens=64)
+    assert UnsetEpisodeConfig().over(EpisodeConfig(backtrack=False)) == EpisodeConfig(backtrack=False)
+
+
+def test_main_yaml_is_the_main_job():
+    """configs/main.yaml sets the main job's stages as they were measured (docs/results.md)."""
+    from backtrack_gym.train.experiment import main_config
+
+    config = main_config().validate()
+    sft, grpo = config.sft_config("direct"), config.grpo_config("direct", "model")
+    evaluation = config.eval_config("direct", "model", "sft_eval")
+    assert (config.task.name, config.task.config["target_max"], list(config.arms)) == ("countdown", 100, ["direct"])
+    assert (config.episode.interaction, config.episode.env_steps, config.episode.max_new_tokens) == ("step", 2, 64)
+    assert (sft.style, sft.n_train, sft.trainer.learning_rate, sft.trainer.lr_scheduler) == (
+        "direct",
+        24000,
+        2e-3,
+        "cosine",
+    )
+    assert (grpo.trainer.optimizer_steps, grpo.trainer.learning_rate, grpo.sampling.temperature) == (400, 1e-4, 0.7)
+    assert (grpo.beta, grpo.first_index, grpo.reward_weights["validity"]) == (0.04, 24000, 0.5)
+    assert (evaluation.n, evaluation.methods, evaluation.sampling.temperature) == (500, ["greedy", "sample"], 0.7)
 
 
 @pytest.mark.parametrize(

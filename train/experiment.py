@@ -12,6 +12,7 @@ experiment :data:`MAIN_CONFIG` describes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from backtrack_gym.agents.search import SearchConfig
-from backtrack_gym.config import Config, build_config, check_choice, load_yaml, section_values
+from backtrack_gym.config import Config, build_config, check_choice, load_yaml, prefixed, section_values
 from backtrack_gym.settings import EpisodeConfig, TaskConfig, UnsetEpisodeConfig, UnsetTaskConfig
 from backtrack_gym.train.data import atomic_write
 from backtrack_gym.train.evaluate import EvalConfig, EvalSettings, evaluate
@@ -93,14 +94,17 @@ class ExperimentConfig(Config):
             raise ValueError("arms: an experiment needs at least one arm")
         check_choice("plot", self.plot, PLOT_CURVES)
         for arm in self.arms:
-            stages = [self.sft_config(arm), self.eval_config(arm, "model", "eval")]
+            stages = [(self.sft_config(arm), "sft"), (self.eval_config(arm, "model", "eval"), "eval")]
             if self.arm_has_grpo(arm):
-                stages.append(self.grpo_config(arm, "model"))
-            for stage in stages:
+                stages.append((self.grpo_config(arm, "model"), "grpo"))
+            for stage, section in stages:
                 try:
                     stage.validate()
                 except ValueError as err:
-                    raise ValueError(f"arms.{arm}: {err}") from None
+                    # A field of the stage's own settings is set in this experiment's section of them.
+                    own = {item.name for item in dataclasses.fields(SECTIONS[section])}
+                    named = prefixed(err, section) if str(err).split(".")[0].split(" ")[0] in own else err
+                    raise ValueError(f"arms.{arm}: {named}") from None
 
     def arm_section(self, arm: str, name: str) -> Any:
         """The experiment's section ``name`` with the arm's overrides laid over it."""
