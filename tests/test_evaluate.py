@@ -1,5 +1,6 @@
 """Estimators, FLOP accounting, budget curves and the experiment runner, on hand-computed cases and a tiny model."""
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -15,14 +16,22 @@ torch = pytest.importorskip("torch")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 from backtrack_gym.cli import main  # noqa: E402
+from backtrack_gym.config import build_config  # noqa: E402
 from backtrack_gym.envs import make_task  # noqa: E402
 from backtrack_gym.envs.core import TextEnv, play_completion  # noqa: E402
+from backtrack_gym.settings import EpisodeConfig, TaskConfig  # noqa: E402
 from backtrack_gym.train.evaluate import EvalConfig, _Evaluator, answer_key, evaluate  # noqa: E402
-from backtrack_gym.train.experiment import ExperimentConfig, accuracy_within, run_experiment  # noqa: E402
+from backtrack_gym.train.experiment import ExperimentConfig, run_experiment  # noqa: E402
 from backtrack_gym.train.models import build_model, model_config  # noqa: E402
+from backtrack_gym.train.report import accuracy_within  # noqa: E402
 from backtrack_gym.train.tokenizer import build_tokenizer  # noqa: E402
 
 TASK_CONFIG = {"num_count": 3, "number_max": 9, "target_min": 10, "target_max": 40}
+
+
+def eval_config(model, **values):
+    """An EvalConfig on TASK_CONFIG's CountDown, from nested ``values`` as YAML would give them."""
+    return build_config(EvalConfig, {"model": str(model), "task": {"config": TASK_CONFIG}, **values})
 
 
 # --- estimators -----------------------------------------------------------------------
@@ -113,12 +122,12 @@ def _fake_episode(tokenizer, text: str, solved: bool):
 def test_sequential_budget_cuts_an_episode_at_complete_lines(tiny_model_dir):
     task = make_task("countdown", **TASK_CONFIG)
     problem = task.problem_from_dict({"numbers": [3, 4, 1], "target": 13})
-    config = EvalConfig(model=str(tiny_model_dir), task_config=TASK_CONFIG, n=1).as_trained()
+    config = eval_config(tiny_model_dir, n=1)
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = build_tokenizer(task)
-    evaluator = _Evaluator(config, model, tokenizer, task)
+    evaluator = _Evaluator(config, *config.as_trained(), model, tokenizer)
     text = "3 * 4 = 12\n12 + 1 = 13\n"
     episode = _fake_episode(tokenizer, text, solved=True)
     first_line = len("3 * 4 = 12\n")
@@ -131,15 +140,14 @@ def test_sequential_budget_cuts_an_episode_at_complete_lines(tiny_model_dir):
 
 def test_evaluate_every_method_writes_json_plot_and_tensorboard(tiny_model_dir, tmp_path):
     out = tmp_path / "eval"
-    config = EvalConfig(
-        model=str(tiny_model_dir),
-        task_config=TASK_CONFIG,
+    config = eval_config(
+        tiny_model_dir,
         n=3,
         methods=["greedy", "sample", "search"],
         samples=4,
-        max_tokens=16,
+        episode={"max_new_tokens": 16},
+        search={"rounds": 1},
         search_expansions=[2, 4],
-        search_rounds=1,
         output_dir=str(out),
         label="tiny",
     )
@@ -170,17 +178,17 @@ def test_eval_config_rejects_unknown_methods():
         EvalConfig(methods=["beam"]).validate()
     with pytest.raises(ValueError, match="samples"):
         EvalConfig(samples=0).validate()
-    with pytest.raises(ValueError, match="search_frontier"):
-        EvalConfig(search_frontier="per_state").validate()
-    with pytest.raises(ValueError, match="search_vote"):
-        EvalConfig(search_vote="majority").validate()
-    with pytest.raises(ValueError, match="search_temperature"):
-        EvalConfig(search_temperature=0.0).validate()
+    with pytest.raises(ValueError, match="^search.frontier"):
+        build_config(EvalConfig, {"search": {"frontier": "per_state"}}).validate()
+    with pytest.raises(ValueError, match="^search.vote"):
+        build_config(EvalConfig, {"search": {"vote": "majority"}}).validate()
+    with pytest.raises(ValueError, match="^search.sampling.temperature"):
+        build_config(EvalConfig, {"search": {"sampling": {"temperature": 0.0}}}).validate()
 
 
 def test_cli_eval_prints_summaries_and_curves(tiny_model_dir, capsys):
-    args = ["eval", "--model", str(tiny_model_dir), "--task-config", json.dumps(TASK_CONFIG), "--n", "2"]
-    assert main([*args, "--methods", "greedy,sample", "--samples", "2", "--max-tokens", "8"]) == 0
+    args = ["eval", "--model", str(tiny_model_dir), "--task.config", json.dumps(TASK_CONFIG), "--n", "2"]
+    assert main([*args, "--methods", "greedy,sample", "--samples", "2", "--episode.max-new-tokens", "8"]) == 0
     captured = capsys.readouterr()
     assert "pass@2" in captured.out and "best_of_n" in captured.out and "greedy" in captured.out
     # a progress bar per method on stderr: 2 greedy episodes, then 2 x 2 sampled ones
@@ -189,7 +197,7 @@ def test_cli_eval_prints_summaries_and_curves(tiny_model_dir, capsys):
 
 
 def test_evaluate_shows_no_progress_unless_asked(tiny_model_dir, capsys):
-    config = EvalConfig(model=str(tiny_model_dir), task_config=TASK_CONFIG, n=2, max_tokens=8)
+    config = eval_config(tiny_model_dir, n=2, episode={"max_new_tokens": 8})
     evaluate(config)
     assert "greedy" not in capsys.readouterr().err
     evaluate(config, progress=True)
@@ -210,46 +218,51 @@ def _save_trained(tmp_path, config):
 def test_eval_plays_a_model_as_it_was_trained_and_warns_when_told_otherwise(tmp_path, capsys):
     import warnings
 
-    from backtrack_gym.train.grpo import GRPORunConfig
+    from backtrack_gym.train.grpo_config import GRPORunConfig
 
-    trained = GRPORunConfig(
-        task_config=TASK_CONFIG, interaction="step", backtrack=False, max_completion_length=12, max_env_steps=3
-    )
+    episode = EpisodeConfig(interaction="step", backtrack=False, max_new_tokens=12, env_steps=3)
+    trained = GRPORunConfig(task=TaskConfig(config=TASK_CONFIG), episode=episode)
     final = _save_trained(tmp_path / "grpo", trained)
-    as_trained = {
-        "task": "countdown",
-        "task_config": TASK_CONFIG,
-        "interaction": "step",
-        "backtrack": False,
-        "max_tokens": 12,
-        "max_env_steps": 3,
-    }
+    as_trained = {"task": {"name": "countdown", "config": TASK_CONFIG}, "episode": dataclasses.asdict(episode)}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         report = evaluate(EvalConfig(model=str(final), n=2))
-        assert evaluate(EvalConfig(model=str(final), n=1, interaction="step"))["settings"] == as_trained
+        set_alike = build_config(EvalConfig, {"model": str(final), "n": 1, "episode": {"interaction": "step"}})
+        assert evaluate(set_alike)["settings"] == as_trained
     assert not [w for w in caught if "trained with" in str(w.message)]  # the same settings, set or not, never warn
     assert report["settings"] == as_trained
     assert report["summary"]["greedy"]["mean_tokens"] <= 12
     # a setting told otherwise is used, with a warning
-    with pytest.warns(UserWarning, match="interaction='completion', but it was trained with 'step'"):
-        report = evaluate(EvalConfig(model=str(final), n=1, interaction="completion"))
-    assert report["settings"] == {**as_trained, "interaction": "completion"}
-    with pytest.warns(UserWarning, match="max_env_steps=9, but it was trained with 3"):
-        evaluate(EvalConfig(model=str(final), n=1, max_env_steps=9))
+    told = build_config(EvalConfig, {"model": str(final), "n": 1, "episode": {"interaction": "completion"}})
+    with pytest.warns(UserWarning, match="episode.interaction='completion', but it was trained with 'step'"):
+        report = evaluate(told)
+    assert report["settings"]["episode"] == {**as_trained["episode"], "interaction": "completion"}
+    told = build_config(EvalConfig, {"model": str(final), "n": 1, "episode": {"env_steps": 9}})
+    with pytest.warns(UserWarning, match="episode.env_steps=9, but it was trained with 3"):
+        evaluate(told)
     # the CLI says what it played
     assert main(["eval", "--model", str(final), "--n", "1"]) == 0
     assert "interaction step" in capsys.readouterr().out
 
 
-def test_eval_takes_an_sft_models_task_and_interaction(tmp_path):
+def test_eval_takes_an_sft_models_task_and_episode(tmp_path):
     from backtrack_gym.train.sft import SFTRunConfig
 
-    final = _save_trained(tmp_path / "sft", SFTRunConfig(task_config=TASK_CONFIG, interaction="step"))
-    settings = EvalConfig(model=str(final)).as_trained()
-    assert (settings.task_config, settings.interaction) == (TASK_CONFIG, "step")
-    # SFT plays no episodes: the budgets are the defaults
-    assert (settings.max_tokens, settings.max_env_steps) == (256, 64)
+    episode = EpisodeConfig(interaction="step", max_new_tokens=32)
+    final = _save_trained(tmp_path / "sft", SFTRunConfig(task=TaskConfig(config=TASK_CONFIG), episode=episode))
+    task, played = EvalConfig(model=str(final)).as_trained()
+    assert (task.config, played) == (TASK_CONFIG, episode)
+
+
+def test_eval_reads_a_run_config_saved_with_flat_fields(tmp_path):
+    """A model saved before the settings were nested is still played as it was trained."""
+    final = _save_trained(tmp_path / "grpo", EpisodeConfig())
+    (final / "EpisodeConfig.json").unlink()
+    flat = {"task": "countdown", "task_config": TASK_CONFIG, "interaction": "step", "max_completion_length": 12}
+    (final / "GRPORunConfig.json").write_text(json.dumps({**flat, "backtrack": False, "max_env_steps": 3}))
+    task, played = EvalConfig(model=str(final)).as_trained()
+    assert task == TaskConfig(config=TASK_CONFIG)
+    assert played == EpisodeConfig(interaction="step", backtrack=False, env_steps=3, max_new_tokens=12)
 
 
 # --- experiments ----------------------------------------------------------------------
@@ -263,37 +276,48 @@ def test_accuracy_within_takes_the_best_affordable_point():
 
 
 def test_experiment_config_rejects_bad_arms():
-    with pytest.raises(ValueError, match="style"):
-        ExperimentConfig(arms={"a": {}}).validate()
-    with pytest.raises(ValueError, match="unknown fields"):
-        ExperimentConfig(arms={"a": {"style": "dfs", "lr": 1}}).validate()
-    with pytest.raises(ValueError, match="methods"):
-        ExperimentConfig(arms={"a": {"style": "dfs", "methods": ["beam"]}}).validate()
+    with pytest.raises(ValueError, match="arms.a: unknown sections"):
+        build_config(ExperimentConfig, {"arms": {"a": {"style": "dfs"}}}).validate()
+    with pytest.raises(ValueError, match="arms.a.sft: unknown fields"):
+        build_config(ExperimentConfig, {"arms": {"a": {"sft": {"style": "dfs", "lr": 1}}}}).validate()
+    with pytest.raises(ValueError, match="arms.a: eval.methods"):
+        build_config(ExperimentConfig, {"arms": {"a": {"eval": {"methods": ["beam"]}}}}).validate()
+
+
+def test_an_arm_overrides_its_sections_field_by_field():
+    config = build_config(
+        ExperimentConfig,
+        {
+            "sft": {"n_train": 100, "trainer": {"learning_rate": 0.01}},
+            "grpo": {"trainer": {"optimizer_steps": 5}},
+            "arms": {"a": {"sft": {"style": "dfs", "trainer": {"warmup_ratio": 0.2}}}, "b": {"grpo": {"beta": 0.1}}},
+        },
+    ).validate()
+    a, b = config.sft_config("a"), config.sft_config("b")
+    assert (a.style, a.n_train, a.trainer.learning_rate, a.trainer.warmup_ratio) == ("dfs", 100, 0.01, 0.2)
+    assert (b.style, b.trainer.warmup_ratio) == ("dfs", 0.05)  # the section default
+    assert (config.grpo_config("a", "m").beta, config.grpo_config("b", "m").beta) == (0.0, 0.1)
+    assert config.grpo_config("b", "m").first_index == 100  # past the SFT data
 
 
 @pytest.mark.slow
 def test_experiment_trains_evaluates_and_resumes(tmp_path):
     torch.set_num_threads(1)
-    config = ExperimentConfig(
-        name="tiny",
-        task_config=TASK_CONFIG,
-        arms={
-            "direct": {"style": "direct", "grpo": False},
-            "self_backtrack": {"style": "self_backtrack", "methods": ["greedy", "search"]},
+    values = {
+        "name": "tiny",
+        "task": {"config": TASK_CONFIG},
+        "arms": {
+            "direct": {"sft": {"style": "direct"}, "grpo": {"trainer": {"optimizer_steps": 0}}},
+            "self_backtrack": {"sft": {"style": "self_backtrack"}, "eval": {"methods": ["greedy", "search"]}},
         },
-        model="tiny",
-        output_dir=str(tmp_path),
-        n_train=64,
-        sft_batch_size=16,
-        grpo_steps=2,
-        num_generations=2,
-        prompts_per_step=2,
-        n_eval=3,
-        samples=2,
-        max_tokens=16,
-        search_expansions=[2],
-        search_rounds=1,
-    )
+        "model": "tiny",
+        "output_dir": str(tmp_path),
+        "episode": {"max_new_tokens": 16},
+        "sft": {"n_train": 64, "batch_size": 16},
+        "grpo": {"trainer": {"optimizer_steps": 2}, "num_generations": 2, "prompts_per_step": 2},
+        "eval": {"n": 3, "samples": 2, "search_expansions": [2], "search": {"rounds": 1}},
+    }
+    config = build_config(ExperimentConfig, values)
     results = run_experiment(config)
     assert set(results["arms"]["direct"]) == {"sft"}
     assert set(results["arms"]["self_backtrack"]) == {"sft", "grpo"}
@@ -311,31 +335,35 @@ def test_experiment_trains_evaluates_and_resumes(tmp_path):
             continue
         assert path.stat().st_mtime_ns == stamp, path
     # A stage trained under other settings is never reused or overwritten.
-    config.arms["direct"]["trace_options"] = {"max_lines": 3}
+    values["arms"]["direct"]["sft"]["trace_options"] = {"max_lines": 3}
     with pytest.raises(ValueError, match="other settings"):
-        run_experiment(config)
+        run_experiment(build_config(ExperimentConfig, values))
 
 
 def test_main_job_hands_its_grpo_and_env_settings_to_each_stage():
-    from backtrack_gym.train.run import RunConfig
+    from backtrack_gym.config import load_yaml
+    from backtrack_gym.train.experiment import MAIN_CONFIG
 
     weights = {"correct": 1.0, "validity": 0.3}
-    config = RunConfig(
-        grpo_temperature=0.5, grpo_warmup_ratio=0.2, grpo_beta=0.01, grpo_reward_weights=weights, max_env_steps=3
-    )
-    experiment = config.experiment()
-    grpo = experiment.grpo_config(config.style, "model")
-    assert (grpo.temperature, grpo.warmup_ratio, grpo.beta, grpo.max_env_steps) == (0.5, 0.2, 0.01, 3)
-    assert grpo.reward_weights == weights
+    values = load_yaml(MAIN_CONFIG)
+    values["grpo"] = {"sampling": {"temperature": 0.5}, "trainer": {"warmup_ratio": 0.2}, "beta": 0.01}
+    values["grpo"].update(reward_weights=weights)
+    values["episode"]["env_steps"] = 3
+    experiment = build_config(ExperimentConfig, values).validate()
+    grpo = experiment.grpo_config("direct", "model")
+    assert (grpo.sampling.temperature, grpo.trainer.warmup_ratio, grpo.beta) == (0.5, 0.2, 0.01)
+    assert (grpo.episode.step_budget, grpo.reward_weights) == (3, weights)
+    values["grpo"]["reward_weights"] = {"solved": 1.0}
     with pytest.raises(ValueError, match="unknown reward terms"):
-        RunConfig(grpo_reward_weights={"solved": 1.0}).validate()
-    assert (grpo.interaction, experiment.sft_config(config.style).interaction) == ("step", "step")
-    evaluation = experiment.eval_config(config.style, "model", "sft_eval")
-    assert evaluation.max_env_steps == 3
+        build_config(ExperimentConfig, values).validate()
+    assert grpo.episode.interaction == experiment.sft_config("direct").episode.interaction == "step"
+    evaluation = experiment.eval_config("direct", "model", "sft_eval")
+    assert evaluation.as_trained(warn=False)[1].step_budget == 3
     # Both stages are scored greedily and by sampling at the main job's evaluation temperature.
-    sampled = RunConfig(samples=4, temperature=0.9).experiment().eval_config(config.style, "model", "grpo_eval")
+    values["eval"] = {"samples": 4, "sampling": {"temperature": 0.9}}
+    sampled = build_config(ExperimentConfig, values).eval_config("direct", "model", "grpo_eval")
     assert evaluation.methods == sampled.methods == ["greedy", "sample"]
-    assert (sampled.samples, sampled.temperature) == (4, 0.9)
+    assert (sampled.samples, sampled.sampling.temperature) == (4, 0.9)
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parents[1].glob("configs/experiments/**/*.yaml")), ids=str)
@@ -354,10 +382,10 @@ def test_shipped_experiment_configs_load_and_validate(path):
 @pytest.mark.parametrize("interaction", ["step", "completion"])
 def test_main_job_cli_prints_the_table_and_writes_results_and_plots(tmp_path, capsys, interaction):
     torch.set_num_threads(1)
-    args = ["run", "--model", "tiny", "--task-config", json.dumps(TASK_CONFIG), "--output-dir", str(tmp_path)]
-    args += ["--interaction", interaction, "--n-train", "64", "--grpo-steps", "2", "--num-generations", "2"]
-    args += ["--samples", "2"]
-    assert main([*args, "--n-eval", "4"]) == 0
+    args = ["run", "--model", "tiny", "--task.config", json.dumps(TASK_CONFIG), "--output-dir", str(tmp_path)]
+    args += ["--episode.interaction", interaction, "--sft.n-train", "64", "--grpo.trainer.optimizer-steps", "2"]
+    args += ["--grpo.num-generations", "2", "--eval.samples", "2"]
+    assert main([*args, "--eval.n", "4"]) == 0
     captured = capsys.readouterr()
     out = captured.out
     assert "solve_rate" in out and "sft" in out and "grpo" in out and "main.png" in out
@@ -376,7 +404,7 @@ def test_main_job_cli_prints_the_table_and_writes_results_and_plots(tmp_path, ca
     # The SFT data and both evaluations follow the interaction.
     sft_settings = json.loads((tmp_path / "direct" / "sft" / "stage.json").read_text())["config"]
     eval_settings = json.loads((tmp_path / "direct" / "grpo_eval-greedy-sample" / "eval.json").read_text())["config"]
-    assert sft_settings["interaction"] == eval_settings["interaction"] == interaction
+    assert sft_settings["episode"]["interaction"] == eval_settings["episode"]["interaction"] == interaction
     # A finished run prints its table again without training.
-    assert main([*args, "--n-eval", "4"]) == 0
+    assert main([*args, "--eval.n", "4"]) == 0
     assert "grpo" in capsys.readouterr().out
