@@ -4,7 +4,7 @@
     python bench/kill_resume.py --task sft --kills 5 --json report.json
 
 For each task an uninterrupted reference run comes first (the GRPO runs start from the
-SFT reference's model). Then the same run is started with ``--resume true``, killed,
+SFT reference's model). Then the same run is started with ``--trainer.resume true``, killed,
 restarted, and so on until it finishes on its own (a trial); trials follow one another
 until ``--kills`` kills have been made. The kills, in order:
 
@@ -81,19 +81,21 @@ DRIVER = DRIVER.replace("{exit_code}", str(EXIT_IN_SAVE))
 
 def sft_command(output: Path) -> list[str]:
     return [
-        "sft", "--model", "tiny", "--style", "dfs", "--n-train", "256", "--batch-size", "8", "--max-steps", "16",
-        "--save-steps", "1", "--save-total-limit", "2", "--logging-steps", "1", "--learning-rate", "3e-3",
-        "--workers", "1", "--task-config", json.dumps(TASK_CONFIG), "--output-dir", str(output),
+        "sft", "--model", "tiny", "--style", "dfs", "--n-train", "256", "--batch-size", "8",
+        "--trainer.optimizer-steps", "16", "--trainer.save-steps", "1", "--trainer.save-total-limit", "2",
+        "--trainer.logging-steps", "1", "--trainer.learning-rate", "3e-3",
+        "--workers", "1", "--task.config", json.dumps(TASK_CONFIG), "--output-dir", str(output),
     ]  # fmt: skip
 
 
 def grpo_command(output: Path, start: Path) -> list[str]:
     return [
-        "grpo", "--model", str(start), "--n-prompts", "16", "--max-steps", "8", "--prompts-per-step", "2",
-        "--num-generations", "4", "--max-completion-length", "24", "--max-env-steps", "4", "--learning-rate", "1e-4",
-        "--lr-scheduler", "constant", "--reward-weights", json.dumps({"correct": 1.0, "format": 0.5, "validity": 0.5}),
-        "--save-steps", "1", "--save-total-limit", "2", "--logging-steps", "1", "--samples-to-log", "2",
-        "--task-config", json.dumps(TASK_CONFIG), "--output-dir", str(output),
+        "grpo", "--model", str(start), "--n-prompts", "16", "--trainer.optimizer-steps", "8",
+        "--prompts-per-step", "2", "--num-generations", "4", "--episode.max-new-tokens", "24",
+        "--episode.env-steps", "4", "--trainer.learning-rate", "1e-4", "--trainer.lr-scheduler", "constant",
+        "--reward-weights", json.dumps({"correct": 1.0, "format": 0.5, "validity": 0.5}),
+        "--trainer.save-steps", "1", "--trainer.save-total-limit", "2", "--trainer.logging-steps", "1",
+        "--samples-to-log", "2", "--task.config", json.dumps(TASK_CONFIG), "--output-dir", str(output),
     ]  # fmt: skip
 
 
@@ -104,7 +106,10 @@ def start(command: list[str], log: Path, exit_mode: str | None = None) -> subpro
         env["KILL_RESUME_EXIT"] = exit_mode
     with log.open("a") as out:
         return subprocess.Popen(
-            [sys.executable, "-c", DRIVER, *command, "--resume", "true"], env=env, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-c", DRIVER, *command, "--trainer.resume", "true"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
 
 

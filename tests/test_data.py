@@ -11,6 +11,7 @@ from backtrack_gym.agents.traces import write_trace
 from backtrack_gym.envs import BACKTRACK, make_task
 from backtrack_gym.envs.countdown import CountDownConfig, split_targets
 from backtrack_gym.envs.seeding import item_rng
+from backtrack_gym.settings import EpisodeConfig
 from backtrack_gym.train.data import (
     TRACE_STREAM,
     DataConfig,
@@ -111,8 +112,8 @@ def test_config_validation():
         DataConfig(formats=("csv",)).validate()
     with pytest.raises(ValueError, match="split"):
         DataConfig(split="dev").validate()
-    with pytest.raises(ValueError, match="interaction"):
-        DataConfig(interaction="chat").validate()
+    with pytest.raises(ValueError, match="^episode.interaction"):
+        DataConfig(episode=EpisodeConfig(interaction="chat")).validate()
 
 
 def test_step_rows_interleave_masked_observations():
@@ -147,7 +148,7 @@ def test_cli_data_prints_statistics(tmp_path):
             str(tmp_path),
             "--workers",
             "1",
-            "--task-config",
+            "--task.config",
             "{num_count: 3, target_max: 60}",
         ],
         capture_output=True,

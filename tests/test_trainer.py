@@ -16,11 +16,22 @@ torch = pytest.importorskip("torch")
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from backtrack_gym.train.grpo import GRPORunConfig, run_grpo  # noqa: E402
+from backtrack_gym.config import build_config  # noqa: E402
+from backtrack_gym.train.grpo import run_grpo  # noqa: E402
+from backtrack_gym.train.grpo_config import GRPORunConfig  # noqa: E402
 from backtrack_gym.train.sft import IGNORE, SFTRunConfig, run_sft, tokenize_row  # noqa: E402
 from backtrack_gym.train.tokenizer import build_tokenizer  # noqa: E402
 
 TASK_CONFIG = {"num_count": 3, "number_max": 9, "target_min": 10, "target_max": 40}
+
+
+def grpo_config(**values) -> GRPORunConfig:
+    """A GRPO run config on TASK_CONFIG's CountDown from nested ``values``, as YAML gives them."""
+    return build_config(GRPORunConfig, {"task": {"config": TASK_CONFIG}, **values})
+
+
+def sft_config(**values) -> SFTRunConfig:
+    return build_config(SFTRunConfig, {"task": {"config": TASK_CONFIG}, **values})
 
 
 def tensorboard(path: Path) -> EventAccumulator:
@@ -45,36 +56,33 @@ def test_tokenize_row_masks_prompt_and_spans():
     ("fields", "message"),
     [
         ({"num_generations": 1}, "num_generations must be at least 2"),
-        ({"warmup_ratio": 1.0}, "warmup_ratio must be in"),
-        ({"max_env_steps": 0}, "max_env_steps must be at least 1"),
-        ({"task": "chess"}, "task must be one of"),
+        ({"trainer": {"warmup_ratio": 1.0}}, "trainer.warmup_ratio must be in"),
+        ({"episode": {"env_steps": -1}}, "episode.env_steps must be non-negative"),
+        ({"task": {"name": "chess"}}, "task.name must be one of"),
         ({"num_iterations": 0}, "num_iterations must be at least 1"),
         ({"top_entropy_quantile": 1.5}, "top_entropy_quantile must be in"),
         ({"resample_rounds": -1}, "resample_rounds must be non-negative"),
-        ({"resample_rounds": 1, "interaction": "completion"}, "resample_rounds applies to the step path"),
+        ({"resample_rounds": 1, "episode": {"interaction": "completion"}}, "resample_rounds applies to the step path"),
         ({"sft_coef": -0.1}, "sft_coef must be non-negative"),
         ({"sft_batch_size": 0}, "sft_batch_size must be at least 1"),
     ],
 )
 def test_grpo_config_rejects_bad_values(fields, message):
     with pytest.raises(ValueError, match=message):
-        GRPORunConfig(**fields).validate()
+        build_config(GRPORunConfig, fields).validate()
 
 
 @pytest.mark.slow
 def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
     torch.set_num_threads(1)
     sft = run_sft(
-        SFTRunConfig(
+        sft_config(
             model="tiny",
             style="self_backtrack",
             n_train=64,
-            max_steps=4,
             batch_size=8,
-            logging_steps=1,
-            save_steps=2,
+            trainer={"optimizer_steps": 4, "logging_steps": 1, "save_steps": 2},
             workers=1,
-            task_config=TASK_CONFIG,
             output_dir=str(tmp_path / "sft"),
         )
     )
@@ -89,22 +97,21 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
     for interaction in ("completion", "step"):
         out = tmp_path / f"grpo_{interaction}"
         final = run_grpo(
-            GRPORunConfig(
+            grpo_config(
                 model=str(sft),
-                task_config=TASK_CONFIG,
                 output_dir=str(out),
-                interaction=interaction,
+                episode={"interaction": interaction, "max_new_tokens": 24, "env_steps": 4},
                 n_prompts=16,
-                max_steps=2,
                 prompts_per_step=2,
                 num_generations=2,
-                max_completion_length=24,
-                max_env_steps=4,
                 beta=0.01,
-                learning_rate=3e-5,
-                lr_scheduler="constant",
-                logging_steps=1,
-                save_steps=100,
+                trainer={
+                    "optimizer_steps": 2,
+                    "learning_rate": 3e-5,
+                    "lr_scheduler": "constant",
+                    "logging_steps": 1,
+                    "save_steps": 100,
+                },
                 **(reuse if interaction == "step" else {}),
             )
         )
@@ -144,18 +151,15 @@ class _Trainer:
 def _rollout(resample_rounds: int, reward_weights: dict[str, float]):
     from backtrack_gym.envs import make_task
     from backtrack_gym.train import build_model
-    from backtrack_gym.train.grpo import StepRollout, prompt_dataset
+    from backtrack_gym.train.grpo_rollout import StepRollout, prompt_dataset
 
     task = make_task("countdown", **TASK_CONFIG)
     tokenizer = build_tokenizer(task)
-    config = GRPORunConfig(
-        task_config=TASK_CONFIG,
-        interaction="step",
+    config = grpo_config(
+        episode={"interaction": "step", "max_new_tokens": 16, "env_steps": 2},
         n_prompts=2,
         first_index=10,
         num_generations=2,
-        max_completion_length=16,
-        max_env_steps=2,
         reward_weights=reward_weights,
         resample_rounds=resample_rounds,
     )
@@ -167,7 +171,7 @@ def _rollout(resample_rounds: int, reward_weights: dict[str, float]):
 
 
 def test_dynamic_sampling_replaces_groups_that_score_alike_with_fresh_problems():
-    from backtrack_gym.train.grpo import EPISODE_PROMPT_COLUMN, INFO_COLUMN, prompt_row
+    from backtrack_gym.train.grpo_rollout import EPISODE_PROMPT_COLUMN, INFO_COLUMN, prompt_row
 
     # An untrained model solves nothing: under the solve reward every group scores alike.
     task, tokenizer, rollout, trainer, prompts = _rollout(2, {"correct": 1.0})
@@ -215,7 +219,7 @@ def test_step_rollout_logs_how_its_episodes_ended():
         "episodes/step_limit_ratio": [0.25],
         "episodes/mean_terminated_length": [6.0],
     }
-    from backtrack_gym.train.grpo import episode_metrics
+    from backtrack_gym.train.grpo_rollout import episode_metrics
 
     assert episode_metrics(episodes[3:]) == {"episodes/clipped_ratio": 1.0, "episodes/step_limit_ratio": 0.0}
 
@@ -244,8 +248,8 @@ def test_sft_final_has_a_true_model_card_and_loads_with_auto_tokenizer(tmp_path,
 
     torch.set_num_threads(1)
     output = tmp_path / "sft"
-    config = SFTRunConfig(
-        model="tiny", n_train=16, max_steps=1, batch_size=4, workers=1, task_config=TASK_CONFIG, output_dir=str(output)
+    config = sft_config(
+        model="tiny", n_train=16, trainer={"optimizer_steps": 1}, batch_size=4, workers=1, output_dir=str(output)
     )
     final = run_sft(config)
     assert not [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning)]
@@ -271,8 +275,9 @@ def make_task_for_test():
 def _sft_command(output: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "backtrack_gym", "sft", "--model", "tiny", "--n-train", "256", "--batch-size", "8",
-        "--max-steps", "12", "--save-steps", "3", "--save-total-limit", "10", "--logging-steps", "1",
-        "--workers", "1", "--output-dir", str(output), "--task-config", json.dumps(TASK_CONFIG), *extra,
+        "--trainer.optimizer-steps", "12", "--trainer.save-steps", "3", "--trainer.save-total-limit", "10",
+        "--trainer.logging-steps", "1", "--workers", "1", "--output-dir", str(output),
+        "--task.config", json.dumps(TASK_CONFIG), *extra,
     ]  # fmt: skip
 
 
@@ -292,7 +297,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
     written = {p.name for p in output.iterdir() if p.name.startswith("checkpoint-")}
     assert not (output / "final").exists()
 
-    subprocess.run(_sft_command(output, "--resume", "true"), env=env, check=True, capture_output=True)
+    subprocess.run(_sft_command(output, "--trainer.resume", "true"), env=env, check=True, capture_output=True)
     assert written <= {p.name for p in output.iterdir()}, "a checkpoint of the killed run was lost"
     state = json.loads((output / "checkpoint-12" / "trainer_state.json").read_text())
     assert state["global_step"] == 12
@@ -304,7 +309,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
 
     # Killed after its last checkpoint: a resume loads that checkpoint and trains no step more.
     weights = (output / "final" / "model.safetensors").read_bytes()
-    result = subprocess.run(_sft_command(output, "--resume", "true"), env=env, capture_output=True, text=True)
+    result = subprocess.run(_sft_command(output, "--trainer.resume", "true"), env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "checkpoint-12 is the last step's: loading it" in result.stdout
     assert not (output / "checkpoint-13").exists()
@@ -320,7 +325,7 @@ def test_sft_runs_under_accelerate_with_two_cpu_processes(tmp_path):
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--module", "backtrack_gym",
-        *_sft_command(output)[3:], "--max-steps", "4",
+        *_sft_command(output)[3:], "--trainer.optimizer-steps", "4",
     ]  # fmt: skip
     result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -349,10 +354,11 @@ def test_step_grpo_with_dynamic_sampling_and_anchor_runs_under_accelerate_with_t
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
         "--mixed_precision", "no", "--dynamo_backend", "no", "--module", "backtrack_gym", "grpo",
-        "--model", str(start), "--output-dir", str(output), "--task-config", json.dumps(TASK_CONFIG),
-        "--interaction", "step", "--reward-weights", json.dumps({"correct": 1.0}), "--resample-rounds", "1",
-        "--n-prompts", "8", "--max-steps", "2", "--prompts-per-step", "2", "--num-generations", "2",
-        "--max-completion-length", "16", "--max-env-steps", "2", "--logging-steps", "1", "--save-steps", "2",
+        "--model", str(start), "--output-dir", str(output), "--task.config", json.dumps(TASK_CONFIG),
+        "--episode.interaction", "step", "--reward-weights", json.dumps({"correct": 1.0}), "--resample-rounds", "1",
+        "--n-prompts", "8", "--trainer.optimizer-steps", "2", "--prompts-per-step", "2", "--num-generations", "2",
+        "--episode.max-new-tokens", "16", "--episode.env-steps", "2", "--trainer.logging-steps", "1",
+        "--trainer.save-steps", "2",
         "--sft-coef", "0.5", "--sft-batch-size", "4",
     ]  # fmt: skip
     result = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True)
@@ -373,7 +379,7 @@ def test_sft_anchor_batches_are_masked_oracle_traces_drawn_per_step():
 
     task = make_task("countdown", **TASK_CONFIG)
     tokenizer = build_tokenizer(task)
-    anchor = SFTAnchor(GRPORunConfig(task_config=TASK_CONFIG, interaction="step", sft_batch_size=4), tokenizer, task)
+    anchor = SFTAnchor(grpo_config(episode={"interaction": "step"}, sft_batch_size=4), tokenizer, task)
     batch = anchor.batch(step=3, micro_step=0, process_index=0)
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     assert batch["input_ids"].shape[0] == 4
@@ -387,7 +393,7 @@ def test_sft_anchor_batches_are_masked_oracle_traces_drawn_per_step():
         assert prompt.startswith("Target: ") and " = " not in prompt
         assert text.endswith(tokenizer.eos_token) and " = " in text and "Numbers" not in text  # observations masked
     with pytest.raises(ValueError, match="unknown style"):
-        SFTAnchor(GRPORunConfig(task_config=TASK_CONFIG, sft_style="telepathy"), tokenizer, task)
+        SFTAnchor(grpo_config(sft_style="telepathy"), tokenizer, task)
 
 
 def test_sft_anchor_moves_the_policy_where_grpo_has_no_gradient(tmp_path):
@@ -399,23 +405,17 @@ def test_sft_anchor_moves_the_policy_where_grpo_has_no_gradient(tmp_path):
     for coef in (0.0, 1.0):
         # An untrained model solves nothing: every advantage is 0, and without a KL term GRPO's loss is flat.
         final = run_grpo(
-            GRPORunConfig(
+            grpo_config(
                 model=str(start),
-                task_config=TASK_CONFIG,
                 output_dir=str(tmp_path / f"grpo_{coef}"),
-                interaction="step",
+                episode={"interaction": "step", "max_new_tokens": 16, "env_steps": 2},
                 reward_weights={"correct": 1.0},
                 n_prompts=4,
-                max_steps=1,
                 prompts_per_step=2,
                 num_generations=2,
-                max_completion_length=16,
-                max_env_steps=2,
-                learning_rate=1e-3,
-                lr_scheduler="constant",
+                trainer={"optimizer_steps": 1, "learning_rate": 1e-3, "lr_scheduler": "constant", "logging_steps": 1},
                 sft_coef=coef,
                 sft_batch_size=4,
-                logging_steps=1,
             )
         )
         weights[coef] = torch.cat([p.flatten() for p in build_model(str(final), tokenizer).parameters()])
