@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
-from backtrack_gym.envs.core import Invalid, Move, Task, TextEnv
+from backtrack_gym.envs.core import Invalid, Move, Task, TextEnv, env_config
 from backtrack_gym.envs.countdown import grammar, rules
 from backtrack_gym.envs.countdown.generator import CountDownConfig, CountDownProblem, generate
 from backtrack_gym.envs.expr import Value, evaluate, format_value
@@ -162,8 +161,4 @@ class CountDownEnv(TextEnv):
     """
 
     def __init__(self, config: CountDownConfig | Mapping[str, Any] | None = None, **kwargs: Any):
-        config_fields = {k: kwargs.pop(k) for k in list(kwargs) if k in CountDownConfig.field_names()}
-        if isinstance(config, Mapping):
-            config = CountDownConfig(**config)
-        config = replace(config or CountDownConfig(), **config_fields)
-        super().__init__(CountDownTask(config), **kwargs)
+        super().__init__(CountDownTask(env_config(CountDownConfig, config, kwargs)), **kwargs)

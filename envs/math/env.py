@@ -5,11 +5,10 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
-from backtrack_gym.envs.core import Invalid, Task, TextEnv
+from backtrack_gym.envs.core import Invalid, Task, TextEnv, env_config
 from backtrack_gym.envs.expr import ExprError, evaluate
 from backtrack_gym.envs.math import grammar
 from backtrack_gym.envs.math.answers import answers_match, parse_number
@@ -216,10 +215,7 @@ class MathEnv(TextEnv):
     """
 
     def __init__(self, config: MathConfig | Mapping[str, Any] | None = None, *, max_steps: int = 64, **kwargs: Any):
-        config_fields = {k: kwargs.pop(k) for k in list(kwargs) if k in MathConfig.field_names()}
-        if isinstance(config, Mapping):
-            config = MathConfig(**config)
-        config = replace(config or MathConfig(), **config_fields)
+        config = env_config(MathConfig, config, kwargs)
         token = kwargs.get("backtrack_token")
         if token is not None:
             _check_backtrack_token(token)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
-from backtrack_gym.envs.core import BACKTRACK, Invalid, Task, TextEnv
+from backtrack_gym.envs.core import BACKTRACK, Invalid, Task, TextEnv, env_config
 from backtrack_gym.envs.sudoku import grammar, rules, solver
 from backtrack_gym.envs.sudoku.generator import SudokuConfig, SudokuProblem, generate
 from backtrack_gym.envs.sudoku.rules import Step, grid_string, parse_grid_string
@@ -170,7 +169,4 @@ class SudokuEnv(TextEnv):
     """
 
     def __init__(self, config: SudokuConfig | Mapping[str, Any] | None = None, **kwargs: Any):
-        config_fields = {k: kwargs.pop(k) for k in list(kwargs) if k in SudokuConfig.field_names()}
-        if isinstance(config, Mapping):
-            config = SudokuConfig(**config)
-        super().__init__(SudokuTask(replace(config or SudokuConfig(), **config_fields)), **kwargs)
+        super().__init__(SudokuTask(env_config(SudokuConfig, config, kwargs)), **kwargs)
