@@ -59,16 +59,15 @@ class PlayConfig:
     """Play episodes with the oracle and the random agent and tabulate the results.
 
     Attributes:
-        env_id: text env to play (``backtrack_gym/CountDown-v0``, ``backtrack_gym/Sudoku-v0``,
-            ``backtrack_gym/Math-v0``; the ``backtrack_gym/`` prefix may be left out).
+        env_id: the text env of a registered task (a value of
+            :data:`~backtrack_gym.envs.TASK_ENV_IDS`; the ``backtrack_gym/`` prefix may be left out).
         episodes: episodes per table row.
         seed: episode ``k`` of a row starts with ``reset(seed=seed + k)``.
         split: ``train`` or ``test`` (held-out) problems.
         agents: agents to compare (``oracle``, ``random``).
         interactions: interaction modes to compare (``step``, ``completion``).
         backtrack: backtracking settings to compare.
-        max_steps: step budget of an episode; unset: the env's own (16 steps for CountDown,
-            4 a cell for Sudoku, 64 for Math).
+        max_steps: step budget of an episode; unset: the env's own (see its ``max_steps``).
     """
 
     env_id: str = "backtrack_gym/CountDown-v0"

@@ -158,6 +158,21 @@ class CountDownEnv(TextEnv):
     ``interaction``, ``backtrack``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
     ``max_action_chars``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.
+
+    ## Example
+
+    >>> import gymnasium as gym
+    >>> import backtrack_gym  # registers the envs
+    >>> env = gym.make("backtrack_gym/CountDown-v0", num_count=3)
+    >>> observation, info = env.reset(seed=0)
+    >>> observation
+    'Target: 35 | Numbers: 75 14 96'
+    >>> observation, reward, terminated, truncated, info = env.step("14 + 96 = 110")
+    >>> observation, reward, terminated
+    ('Target: 35 | Numbers: 75 110', 0.0, False)
+    >>> observation, reward, terminated, truncated, info = env.step("110 - 75 = 35")
+    >>> reward, terminated, info["solved"]
+    (1.0, True, True)
     """
 
     def __init__(self, config: CountDownConfig | Mapping[str, Any] | None = None, **kwargs: Any):

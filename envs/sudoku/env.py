@@ -166,6 +166,21 @@ class SudokuEnv(TextEnv):
     ``backtrack``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
     ``max_action_chars``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.
+
+    ## Example
+
+    >>> import gymnasium as gym
+    >>> import backtrack_gym  # registers the envs
+    >>> env = gym.make("backtrack_gym/Sudoku-v0", size=4)
+    >>> observation, info = env.reset(seed=0)
+    >>> observation.splitlines()
+    ['....', '..23', '4.1.', '....']
+    >>> observation, reward, terminated, truncated, info = env.step("r3c4=4")
+    >>> reward, terminated, info["last_reason"]
+    (-0.1, False, '4 is already in row 3')
+    >>> observation, reward, terminated, truncated, info = env.step("r3c4=2")
+    >>> reward, terminated, observation.splitlines()[2]
+    (0.0, False, '4.12')
     """
 
     def __init__(self, config: SudokuConfig | Mapping[str, Any] | None = None, **kwargs: Any):
