@@ -72,8 +72,9 @@ def register_task(
         task_class: the :class:`~backtrack_gym.envs.core.Task`, built as
             ``task_class(config_class(...))``.
         config_class: the task's config, a dataclass whose fields are the task's settings.
-        env_ids: each Gymnasium id and its entry point (``"module:Class"``, as
-            ``gymnasium.register`` takes it), the task's text env first.
+        env_ids: each Gymnasium id and its entry point, the task's text env first. An
+            entry point is what ``gymnasium.register`` takes: ``"module:Class"`` (which
+            keeps the env spec JSON-able) or the env class.
         trace_styles: the module holding the task's trace styles (a ``STYLES`` dict
             of writers by name, and ``OPTIONS``, the :func:`~backtrack_gym.agents.traces.write_trace`
             options they take, if any).
