@@ -62,8 +62,8 @@ class PlayConfig(Config):
     """Play episodes with the oracle and the random agent and tabulate the results.
 
     Attributes:
-        env_id: text env to play (``backtrack_gym/CountDown-v0``, ``backtrack_gym/Sudoku-v0``,
-            ``backtrack_gym/Math-v0``; the ``backtrack_gym/`` prefix may be left out).
+        env_id: the text env of a registered task (a value of
+            :data:`~backtrack_gym.envs.TASK_ENV_IDS`; the ``backtrack_gym/`` prefix may be left out).
         episodes: episodes per table row.
         seed: episode ``k`` of a row starts with ``reset(seed=seed + k)``.
         split: ``train`` or ``test`` (held-out) problems.

@@ -4,7 +4,8 @@ A :class:`Task` supplies what is particular to a puzzle: problem generation, the
 rules (state transitions and the goal), and the step grammar (parse a line, render
 a state). :class:`Episode` replays lines through a task with the backtrack stack
 and counts what happened; :class:`TextEnv` is the one Gymnasium env class built on
-both. Rewards are never computed here: they come from :mod:`backtrack_gym.rewards`.
+both. An episode's reward is a weighted sum of the terms of :mod:`backtrack_gym.envs.terms`
+(:mod:`backtrack_gym.rewards` adapts them to trainers).
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 
 import gymnasium as gym
 from gymnasium.error import ResetNeeded
 
+from backtrack_gym.envs.terms import DEFAULT_WEIGHTS, EpisodeStats, breakdown, check_weights
 from backtrack_gym.envs.text_space import TextSpace
-from backtrack_gym.rewards.terms import DEFAULT_WEIGHTS, EpisodeStats, breakdown, check_weights
 
 # The two backtracking actions: a line that undoes the last step, and a token that deletes the one before it.
 BACKTRACK = "<backtrack>"
@@ -38,6 +39,7 @@ def check_interaction(interaction: str) -> str:
 
 
 Problem = TypeVar("Problem")
+Config = TypeVar("Config")
 State = TypeVar("State")
 Step = TypeVar("Step")
 
@@ -506,6 +508,22 @@ class TextEnv(gym.Env[str, str]):
             print(text)
             return None
         return text
+
+
+def env_config(
+    config_class: type[Config], config: Config | Mapping[str, Any] | None, keywords: dict[str, Any]
+) -> Config:
+    """The config a task's env is made with, so ``gym.make(id, num_count=3)`` sets a config field.
+
+    ``config`` is a ``config_class``, its fields as a dict, or None for the defaults; the
+    items of ``keywords`` that are config fields replace its values and are removed from
+    ``keywords``, which keeps the :class:`TextEnv` keywords.
+    """
+    names = {field.name for field in fields(config_class)}
+    given = {name: keywords.pop(name) for name in list(keywords) if name in names}
+    if isinstance(config, Mapping):
+        config = config_class(**config)
+    return replace(config_class() if config is None else config, **given)
 
 
 def completion_chars(task: Task, max_steps: int) -> int:

@@ -21,31 +21,70 @@ from backtrack_gym.envs.core import BKSP, TextEnv
 class TokenEnv(gym.Wrapper):
     """A text env with token-id actions and observations.
 
-    One step is one token:
+    ## Description
+
+    The game of the wrapped text env (same problems, rules and rewards), played one
+    token at a time: tokens accumulate into a pending action that goes to the text
+    env when it is complete.
+
+    ## Action Space
+
+    ``Discrete(vocab_size)``: one token id per step.
 
     - a token whose text contains a newline ends the line in step mode: the
-      pending line goes to the inner env, whose reward, termination and truncation
-      are returned (in completion mode a newline is an ordinary token);
+      pending line goes to the inner env (in completion mode a newline is an
+      ordinary token);
     - ``<bksp>`` deletes the last pending token (nothing when none is pending);
     - eos sends the pending text (the whole output in completion mode, the line if
-      any in step mode) and ends the episode (terminated);
+      any in step mode) and ends the episode;
     - any other token is appended to the pending action; an action that reaches
       ``max_action_tokens`` is sent as it is (the env judges it, e.g. as invalid).
 
-    Every other step has reward 0. The observation ``{"tokens", "length"}`` holds the
-    token ids of the env's latest observation (formatted by ``observation_format``,
-    default: the text and a newline) followed by the pending tokens, right-padded
-    with the pad id to ``max_length``; when longer, the newest ``max_length`` tokens
-    are kept. ``info`` is the inner env's, plus ``"pending"`` (the pending text).
+    ## Observation Space
 
-    Args:
-        env: a backtrack-gym text env (e.g. ``gym.make("backtrack_gym/CountDown-v0")``).
-        tokenizer: an HF tokenizer with ``<bksp>``, eos and pad (see
-            :mod:`backtrack_gym.train.tokenizer`); only its Python API is used.
-        max_length: the size of the observation window.
-        max_action_tokens: the most tokens of one action (a line, or the whole
-            output in completion mode).
-        observation_format: the text shown for an env observation.
+    ``Dict(tokens=Box(max_length), length=Box(1))``: the token ids of the env's
+    latest observation (formatted by ``observation_format``, default: the text and a
+    newline) followed by the pending tokens, right-padded with the pad id to
+    ``max_length``; when longer, the newest ``max_length`` tokens are kept. ``info``
+    is the inner env's, plus ``"pending"`` (the pending text).
+
+    ## Rewards
+
+    A step that sends an action returns the inner env's reward; every other step 0.
+
+    ## Starting State
+
+    The inner env's reset (``seed`` and ``options``, e.g. a pinned problem, pass
+    through); nothing is pending.
+
+    ## Episode End
+
+    Terminated or truncated when the inner env is, and terminated at eos.
+
+    ## Arguments
+
+    - ``env``: a backtrack-gym text env (e.g. ``gym.make("backtrack_gym/CountDown-v0")``).
+    - ``tokenizer``: an HF tokenizer with ``<bksp>``, eos and pad (see
+      :mod:`backtrack_gym.train.tokenizer`); only its Python API is used.
+    - ``max_length``: the size of the observation window.
+    - ``max_action_tokens``: the most tokens of one action (a line, or the whole
+      output in completion mode).
+    - ``observation_format``: the text shown for an env observation.
+
+    ## Example
+
+    >>> import gymnasium as gym
+    >>> from backtrack_gym.train import build_tokenizer
+    >>> text_env = gym.make("backtrack_gym/CountDown-v0", num_count=3)
+    >>> tokenizer = build_tokenizer(text_env.unwrapped.task)
+    >>> env = TokenEnv(text_env, tokenizer)
+    >>> observation, info = env.reset(seed=0)
+    >>> tokenizer.decode(observation["tokens"][: observation["length"][0]])
+    'Target: 35 | Numbers: 75 14 96\\n'
+    >>> for token in tokenizer("14 + 96 = 110\\n", add_special_tokens=False)["input_ids"]:
+    ...     observation, reward, terminated, truncated, info = env.step(token)
+    >>> reward, terminated, info["state"]
+    (0.0, False, ['75', '110'])
     """
 
     def __init__(

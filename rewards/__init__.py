@@ -1,8 +1,11 @@
-"""The one place answers are scored: reward terms, their composition, and the TRL adapter."""
+"""The one place answers are scored: reward terms, their composition, and the TRL adapters.
 
-from typing import Any
+The terms themselves live in :mod:`backtrack_gym.envs.terms`, below the envs that count
+them; every registered task's own reward adapters are exported here by name too.
+"""
 
-from backtrack_gym.rewards.terms import (
+from backtrack_gym.envs.registry import TASKS, adapter_name, load
+from backtrack_gym.envs.terms import (
     DEFAULT_WEIGHTS,
     TERMS,
     EpisodeStats,
@@ -11,44 +14,33 @@ from backtrack_gym.rewards.terms import (
     compose,
     score,
 )
-
-_ADAPTERS = (
-    "METRICS",
-    "completion_text",
-    "episode_reward_functions",
-    "replay_stats",
-    "stats_from_info",
-    "trl_reward_functions",
+from backtrack_gym.rewards.adapters import (
+    METRICS,
+    completion_text,
+    episode_reward_functions,
+    replay_stats,
+    stats_from_info,
+    trl_reward_functions,
 )
-_MATH = ("math_answer_reward",)
-_SUDOKU = ("sudoku_grid_reward",)
+
+# Each task's own reward adapters (registered by import path, loaded now), by function name.
+TASK_REWARDS = {adapter_name(path): load(path) for spec in TASKS.values() for path in spec.reward_adapters}
+globals().update(TASK_REWARDS)
 
 __all__ = [
     "DEFAULT_WEIGHTS",
+    "METRICS",
+    "TASK_REWARDS",
     "TERMS",
     "EpisodeStats",
     "breakdown",
     "check_weights",
+    "completion_text",
     "compose",
+    "episode_reward_functions",
+    "replay_stats",
     "score",
-    *_ADAPTERS,
-    *_MATH,
-    *_SUDOKU,
+    "stats_from_info",
+    "trl_reward_functions",
+    *TASK_REWARDS,
 ]
-
-
-def __getattr__(name: str) -> Any:
-    # The adapters replay through the envs, which import the terms: load them lazily.
-    if name in _ADAPTERS:
-        from backtrack_gym.rewards import adapters
-
-        return getattr(adapters, name)
-    if name in _MATH:
-        from backtrack_gym.rewards import math as math_rewards
-
-        return getattr(math_rewards, name)
-    if name in _SUDOKU:
-        from backtrack_gym.rewards import sudoku as sudoku_rewards
-
-        return getattr(sudoku_rewards, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from backtrack_gym.envs.core import Task, TextEnv, play_completion
-from backtrack_gym.rewards.terms import EpisodeStats, check_weights, score
+from backtrack_gym.envs.terms import EpisodeStats, check_weights, score
 
 RewardFunc = Callable[..., list[float]]
 

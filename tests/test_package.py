@@ -10,6 +10,7 @@ import pytest
 import backtrack_gym
 
 ROOT = Path(__file__).resolve().parents[1]
+NOT_SHIPPED = ("tests", "bench", "runs", "build", "docs", "examples")
 
 
 def test_editable_install_exposes_the_package():
@@ -27,18 +28,27 @@ def test_wheel_contains_the_package_and_imports(tmp_path):
     (wheel,) = tmp_path.glob("backtrack_gym-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "backtrack_gym/__init__.py" in names
-    # Every module of the source tree ships (a package missing from pyproject's list would not).
-    shipped_dirs = ("agents", "envs", "rewards", "train")
-    sources = [path.relative_to(ROOT) for top in shipped_dirs for path in (ROOT / top).rglob("*.py")]
-    missing = [str(path) for path in sources if f"backtrack_gym/{path.as_posix()}" not in names]
+    # Every module of the source tree ships: the root's and every package's below it (setup.py
+    # finds them, so a new package needs no list), and the configs as package data.
+    packages = [path for path in ROOT.iterdir() if (path / "__init__.py").is_file() and path.name not in NOT_SHIPPED]
+    sources = [path for path in ROOT.glob("*.py") if path.name != "setup.py"]
+    sources += [path for package in packages for path in package.rglob("*.py")]
+    sources += list((ROOT / "configs").rglob("*.yaml"))
+    assert {"envs", "rewards", "agents", "train"} <= {package.name for package in packages}
+    missing = [str(path) for path in sources if f"backtrack_gym/{path.relative_to(ROOT).as_posix()}" not in names]
     assert not missing, missing
-    assert not any(name.startswith(("backtrack_gym/tests/", "tests/", "backtrack_gym/bench/")) for name in names)
+    assert "backtrack_gym/configs/main.yaml" in names
+    assert any(name.startswith("backtrack_gym/configs/experiments/") and name.endswith(".yaml") for name in names)
+    assert "backtrack_gym/setup.py" not in names
+    assert not [name for name in names if set(name.split("/")[:2]) & set(NOT_SHIPPED)]
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     code = (
         "import backtrack_gym, gymnasium as gym; "
         f"assert backtrack_gym.__file__.startswith({str(site)!r}), backtrack_gym.__file__; "
-        "env = gym.make('backtrack_gym/CountDown-v0'); env.reset(seed=0); print('ok')"
+        "env = gym.make('backtrack_gym/CountDown-v0'); env.reset(seed=0); "
+        "from importlib.resources import files; "
+        "assert files('backtrack_gym').joinpath('configs/main.yaml').is_file(); print('ok')"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], env={"PYTHONPATH": str(site)}, cwd=tmp_path, capture_output=True, text=True

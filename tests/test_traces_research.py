@@ -231,7 +231,7 @@ def test_write_trace_checks_its_format_and_heuristic():
     math = make_task("math")
     with pytest.raises(ValueError, match="trace_format must be 'compact' for math"):
         write_trace(math, math.generate(0), "direct", trace_format="research")
-    with pytest.raises(ValueError, match="CountDown option"):
+    with pytest.raises(ValueError, match="heuristic_name must be None for math"):
         write_trace(math, math.generate(0), "direct", heuristic_name="sum")
     with pytest.raises(ValueError, match="width must be one of"):
         bfs(TASK, P24, rng=np.random.default_rng(0), width=0)

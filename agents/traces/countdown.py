@@ -521,6 +521,9 @@ def _plausible_wrong_step(task: CountDownTask, problem: CountDownProblem, state:
     return min(dead, key=lambda item: item[0])[1] if dead else None
 
 
+# The write_trace options these styles take besides their own (see backtrack_gym.agents.traces.TASK_OPTIONS).
+OPTIONS = ("trace_format", "heuristic_name")
+
 STYLES = {
     "direct": direct,
     "dfs": dfs,

@@ -12,6 +12,7 @@ from backtrack_gym.envs.countdown.generator import (
 )
 from backtrack_gym.envs.countdown.grammar import check_answer, parse_step, verify_answer
 from backtrack_gym.envs.countdown.rules import Rules, Step, solve
+from backtrack_gym.envs.registry import register_task
 
 __all__ = [
     "CountDownConfig",
@@ -30,3 +31,11 @@ __all__ = [
     "split_targets",
     "verify_answer",
 ]
+
+register_task(
+    "countdown",
+    CountDownTask,
+    CountDownConfig,
+    {"backtrack_gym/CountDown-v0": "backtrack_gym.envs.countdown.env:CountDownEnv"},
+    trace_styles="backtrack_gym.agents.traces.countdown",
+)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any
 
-from backtrack_gym.envs.core import Invalid, Move, Task, TextEnv
+from backtrack_gym.envs.core import Invalid, Move, Task, TextEnv, env_config
 from backtrack_gym.envs.countdown import grammar, rules
 from backtrack_gym.envs.countdown.generator import CountDownConfig, CountDownProblem, generate
 from backtrack_gym.envs.expr import Value, evaluate, format_value
@@ -159,11 +158,22 @@ class CountDownEnv(TextEnv):
     ``interaction``, ``backtrack``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
     ``max_action_chars``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.
+
+    ## Example
+
+    >>> import gymnasium as gym
+    >>> import backtrack_gym  # registers the envs
+    >>> env = gym.make("backtrack_gym/CountDown-v0", num_count=3)
+    >>> observation, info = env.reset(seed=0)
+    >>> observation
+    'Target: 35 | Numbers: 75 14 96'
+    >>> observation, reward, terminated, truncated, info = env.step("14 + 96 = 110")
+    >>> observation, reward, terminated
+    ('Target: 35 | Numbers: 75 110', 0.0, False)
+    >>> observation, reward, terminated, truncated, info = env.step("110 - 75 = 35")
+    >>> reward, terminated, info["solved"]
+    (1.0, True, True)
     """
 
     def __init__(self, config: CountDownConfig | Mapping[str, Any] | None = None, **kwargs: Any):
-        config_fields = {k: kwargs.pop(k) for k in list(kwargs) if k in CountDownConfig.field_names()}
-        if isinstance(config, Mapping):
-            config = CountDownConfig(**config)
-        config = replace(config or CountDownConfig(), **config_fields)
-        super().__init__(CountDownTask(config), **kwargs)
+        super().__init__(CountDownTask(env_config(CountDownConfig, config, kwargs)), **kwargs)

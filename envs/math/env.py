@@ -5,11 +5,10 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Mapping
-from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
-from backtrack_gym.envs.core import Invalid, Task, TextEnv
+from backtrack_gym.envs.core import Invalid, Task, TextEnv, env_config
 from backtrack_gym.envs.expr import ExprError, evaluate
 from backtrack_gym.envs.math import grammar
 from backtrack_gym.envs.math.answers import answers_match, parse_number
@@ -213,13 +212,32 @@ class MathEnv(TextEnv):
     ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
     ``max_action_chars``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.
+
+    ## Example
+
+    >>> import gymnasium as gym
+    >>> import backtrack_gym  # registers the envs
+    >>> env = gym.make("backtrack_gym/Math-v0")
+    >>> observation, info = env.reset(seed=0)
+    >>> observation.split(". ")[0]
+    'Question: A printer costs $1,200'
+    >>> observation, reward, terminated, truncated, info = env.step("1200 * 20% = 250")
+    >>> reward, terminated, info["last_reason"]
+    (-0.1, False, '1200 * 20% is 240, not 250')
+
+    In completion mode the one action is the whole output:
+
+    >>> env = gym.make("backtrack_gym/Math-v0", interaction="completion")
+    >>> _ = env.reset(seed=0)
+    >>> observation, reward, terminated, truncated, info = env.step(
+    ...     "1200 * 20% = 240\\n1200 - 240 = 960\\n960 * 5% = 48\\nAnswer: 48"
+    ... )
+    >>> reward, terminated
+    (1.0, True)
     """
 
     def __init__(self, config: MathConfig | Mapping[str, Any] | None = None, *, max_steps: int = 64, **kwargs: Any):
-        config_fields = {k: kwargs.pop(k) for k in list(kwargs) if k in MathConfig.field_names()}
-        if isinstance(config, Mapping):
-            config = MathConfig(**config)
-        config = replace(config or MathConfig(), **config_fields)
+        config = env_config(MathConfig, config, kwargs)
         token = kwargs.get("backtrack_token")
         if token is not None:
             _check_backtrack_token(token)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from backtrack_gym.envs.math.answers import MAX_ANSWER_CHARS, format_number
@@ -128,10 +128,6 @@ class MathConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @classmethod
-    def field_names(cls) -> set[str]:
-        return {f.name for f in fields(cls)}
 
 
 def templates_for(config: MathConfig, steps: int) -> list[str]:

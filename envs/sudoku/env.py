@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import string
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
-from backtrack_gym.envs.core import BACKTRACK, Invalid, Task, TextEnv
+from backtrack_gym.envs.core import BACKTRACK, Invalid, Task, TextEnv, env_config
 from backtrack_gym.envs.sudoku import grammar, rules, solver
 from backtrack_gym.envs.sudoku.generator import SudokuConfig, SudokuProblem, generate
 from backtrack_gym.envs.sudoku.rules import Step, grid_string, parse_grid_string
@@ -167,10 +166,22 @@ class SudokuEnv(TextEnv):
     ``backtrack``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
     ``max_action_chars``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.
+
+    ## Example
+
+    >>> import gymnasium as gym
+    >>> import backtrack_gym  # registers the envs
+    >>> env = gym.make("backtrack_gym/Sudoku-v0", size=4)
+    >>> observation, info = env.reset(seed=0)
+    >>> observation.splitlines()
+    ['....', '..23', '4.1.', '....']
+    >>> observation, reward, terminated, truncated, info = env.step("r3c4=4")
+    >>> reward, terminated, info["last_reason"]
+    (-0.1, False, '4 is already in row 3')
+    >>> observation, reward, terminated, truncated, info = env.step("r3c4=2")
+    >>> reward, terminated, observation.splitlines()[2]
+    (0.0, False, '4.12')
     """
 
     def __init__(self, config: SudokuConfig | Mapping[str, Any] | None = None, **kwargs: Any):
-        config_fields = {k: kwargs.pop(k) for k in list(kwargs) if k in SudokuConfig.field_names()}
-        if isinstance(config, Mapping):
-            config = SudokuConfig(**config)
-        super().__init__(SudokuTask(replace(config or SudokuConfig(), **config_fields)), **kwargs)
+        super().__init__(SudokuTask(env_config(SudokuConfig, config, kwargs)), **kwargs)

@@ -60,6 +60,20 @@ class SudokuGridEnv(gym.Env[np.ndarray, np.int64]):
     The text env's: ``config`` or its fields as keywords, ``split``, ``backtrack``,
     ``max_steps``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
     ``render_mode``.
+
+    ## Example
+
+    >>> import gymnasium as gym
+    >>> import backtrack_gym  # registers the envs
+    >>> env = gym.make("backtrack_gym/SudokuGrid-v0", size=4)
+    >>> observation, info = env.reset(seed=0)
+    >>> observation.reshape(4, 4)[2]
+    array([4, 0, 1, 0])
+    >>> env.unwrapped.action_line(45)  # cell 11 (row 3, column 4), digit 2
+    'r3c4=2'
+    >>> observation, reward, terminated, truncated, info = env.step(45)
+    >>> observation.reshape(4, 4)[2], reward, terminated
+    (array([4, 0, 1, 2]), 0.0, False)
     """
 
     metadata = SudokuEnv.metadata
