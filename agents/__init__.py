@@ -1,7 +1,7 @@
 """Policies that act in backtrack-gym envs."""
 
 from backtrack_gym.agents.base import Agent, OracleAgent, RandomAgent, TaskAgent, info_at
-from backtrack_gym.agents.lm import LMAgent, LMEpisode, SamplingConfig, replay_batch, replay_logprobs
+from backtrack_gym.agents.lm import DecodeConfig, LMAgent, LMEpisode
 from backtrack_gym.agents.play import EpisodeRecord, play, summarize
 from backtrack_gym.agents.search import (
     Candidate,
@@ -18,6 +18,7 @@ __all__ = [
     "Agent",
     "Candidate",
     "Continuation",
+    "DecodeConfig",
     "EpisodeRecord",
     "Expander",
     "HFExpander",
@@ -28,9 +29,6 @@ __all__ = [
     "RandomAgent",
     "TaskAgent",
     "play",
-    "replay_batch",
-    "replay_logprobs",
-    "SamplingConfig",
     "SearchConfig",
     "SearchResult",
     "self_backtracking_search",

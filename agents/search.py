@@ -39,10 +39,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from backtrack_gym.agents.decoding import Sampled, sample_continuations
+from backtrack_gym.config import Config, check_choice
 from backtrack_gym.envs.core import BACKTRACK, Episode, Task
+from backtrack_gym.settings import SamplingConfig
 
 if TYPE_CHECKING:
-    import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 STOPS = ("eos", "backtrack", "length")
@@ -52,7 +54,7 @@ AnswerKey = Callable[[Task, Any], str]  # (task, final state) -> the answer it s
 
 
 @dataclass
-class SearchConfig:
+class SearchConfig(Config):
     """How :func:`self_backtracking_search` searches; the defaults are the paper's.
 
     Attributes:
@@ -62,10 +64,8 @@ class SearchConfig:
         max_frontier: most states expanded per round after the first; None means
             ``isqrt(expansions)``, the paper's √N. (The authors' last code takes
             ``int(sqrt(b))``, 1 at b = 1: ``max_frontier=1``.)
-        max_new_tokens: tokens a continuation may take; one that reaches it without
-            eos or ``<backtrack>`` is dropped.
-        temperature: sampling temperature (the paper's 0.7); positive. Scores use the
-            model's own log-probs whatever it is.
+        sampling: how continuations are sampled (the paper's temperature 0.7, no top-k
+            or top-p). Scores use the model's own log-probs whatever it is.
         frontier: how the next frontier is taken from the round's cut states:
 
             - ``"expansion_order"`` (the paper's): the round's expansions in frontier
@@ -84,18 +84,15 @@ class SearchConfig:
             - ``"exp_mean_logprob"``: grouped by final state (an answer with a line
               the rules reject by its text), each scoring ``exp(mean log-prob)`` in
               (0, 1], so that agreement adds votes, as majority voting does.
-        max_steps: step budget of the :class:`Episode` that replays an answer.
         seed: seeds every round's sampling; non-negative.
     """
 
     expansions: int = 32
     rounds: int = 1
     max_frontier: int | None = None
-    max_new_tokens: int = 128
-    temperature: float = 0.7
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(temperature=0.7))
     frontier: str = "expansion_order"
     vote: str = "sum_logprob"
-    max_steps: int = 64
     seed: int = 0
 
     @property
@@ -103,21 +100,14 @@ class SearchConfig:
         """``max_frontier``, or ``isqrt(expansions)`` when it is None."""
         return math.isqrt(self.expansions) if self.max_frontier is None else self.max_frontier
 
-    def validate(self) -> SearchConfig:
-        """Check every field; returns ``self``; raises ``ValueError`` on a bad value."""
-        minimums = {"expansions": 1, "rounds": 0, "max_new_tokens": 1, "max_steps": 1, "seed": 0}
+    def check(self) -> None:
+        minimums = {"expansions": 1, "rounds": 0, "seed": 0}
         if self.max_frontier is not None:
             minimums["max_frontier"] = 1
         for name, minimum in minimums.items():
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-        if not (isinstance(self.temperature, (int, float)) and 0 < self.temperature < math.inf):
-            raise ValueError(f"temperature must be positive and finite, got {self.temperature!r}")
-        for name, choices in (("frontier", FRONTIERS), ("vote", VOTES)):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        return self
+            _check_integer(name, getattr(self, name), minimum)
+        check_choice("frontier", self.frontier, FRONTIERS)
+        check_choice("vote", self.vote, VOTES)
 
 
 @dataclass
@@ -161,7 +151,7 @@ class Expander(Protocol):
     """Samples continuations: the model behind the search."""
 
     def expand(
-        self, prompts: Sequence[str], n: int, *, max_new_tokens: int, temperature: float, seed: int
+        self, prompts: Sequence[str], n: int, *, max_new_tokens: int, sampling: SamplingConfig, seed: int
     ) -> list[list[Continuation]]:
         """``n`` continuations of each prompt, one list per prompt, deterministic given ``seed``."""
         ...
@@ -251,18 +241,25 @@ def self_backtracking_search(
     expander: Expander,
     config: SearchConfig | None = None,
     *,
+    max_new_tokens: int = 128,
+    env_steps: int = 64,
     answer_key: AnswerKey = state_key,
 ) -> list[SearchResult]:
     """Search every problem (objects, dicts or JSON) at once; one :class:`SearchResult` each.
 
     The prompt of a problem is ``task.prompt(problem) + "\\n"`` (the SFT data's
-    prompt); a state is expanded from prompt + state text. With
+    prompt); a state is expanded from prompt + state text. A continuation may take
+    ``max_new_tokens`` tokens (one that reaches it without eos or ``<backtrack>`` is
+    dropped); ``env_steps`` is the step budget of the :class:`Episode` that replays
+    an answer. With
     ``vote="exp_mean_logprob"``, ``answer_key(task, state)`` groups finished answers
     by final state (default :func:`state_key`; e.g. pass one that keeps only
     ``state.answer`` for Math, whose state also holds the lines); an answer with a
     line the rules reject is keyed by its text instead.
     """
     config = (config or SearchConfig()).validate()
+    _check_integer("max_new_tokens", max_new_tokens, 1)
+    _check_integer("env_steps", env_steps, 1)
     problems = [task.coerce_problem(problem) for problem in problems]
     prompts = [task.prompt(problem) + "\n" for problem in problems]
     results = [SearchResult() for _ in problems]
@@ -275,8 +272,8 @@ def self_backtracking_search(
         outputs = expander.expand(
             [prompts[i] + path.text for i, path in jobs],
             config.expansions,
-            max_new_tokens=config.max_new_tokens,
-            temperature=config.temperature,
+            max_new_tokens=max_new_tokens,
+            sampling=config.sampling,
             seed=int(np.random.SeedSequence([config.seed, round_]).generate_state(1)[0]),
         )
         cut_states: list[list[_Path]] = [[] for _ in problems]  # each problem's, in the order the frontier rule reads
@@ -285,7 +282,8 @@ def self_backtracking_search(
             for c in continuations:
                 results[i].sequences.append((c.prompt_tokens, len(c.token_ids)))
                 if c.stop == "eos":
-                    results[i].candidates.append(_finish(task, problems[i], path, c, config, answer_key))
+                    candidate = _finish(task, problems[i], path, c, config.vote, env_steps, answer_key)
+                    results[i].candidates.append(candidate)
             backtracked = [c for c in continuations if c.stop == "backtrack"]
             if config.frontier == "expansion_order":
                 backtracked.sort(key=lambda c: -_mean(c.scoring_logprobs))  # stable: ties keep sampling order
@@ -300,20 +298,25 @@ def self_backtracking_search(
     return results
 
 
+def _check_integer(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
 
 
 def _finish(
-    task: Task, problem: Any, path: _Path, c: Continuation, config: SearchConfig, answer_key: AnswerKey
+    task: Task, problem: Any, path: _Path, c: Continuation, vote: str, env_steps: int, answer_key: AnswerKey
 ) -> Candidate:
     """Replay a finished path in an :class:`Episode` and score it."""
     text = path.text + "".join(c.pieces)
     episode = Episode(task, problem, backtrack=True)
-    episode.run(text, max_steps=config.max_steps)
+    episode.run(text, max_steps=env_steps)
     solved = task.is_solved(problem, episode.state)
     mean_logprob = _mean(path.logprobs + tuple(c.scoring_logprobs))
-    if config.vote == "sum_logprob":
+    if vote == "sum_logprob":
         return Candidate(text, text, mean_logprob, solved)
     # A line the rules reject leaves the state as it was, so broken answers would all share
     # a state and outvote real ones; such an answer is only identical to the same text.
@@ -362,11 +365,12 @@ class HFExpander:
     """An :class:`Expander` over a Hugging Face causal LM, batched with one KV cache per batch.
 
     Prompts are left-padded and each is repeated ``n`` times; decoding stops when
-    every row has written eos or ``<backtrack>`` or ``max_new_tokens`` is reached.
-    Log-probs are ``log_softmax(logits / temperature)`` of the sampled token (the
-    full softmax, as :class:`~backtrack_gym.agents.lm.LMAgent` documents), and model
-    log-probs ``log_softmax(logits)``; sampling uses a ``torch.Generator`` seeded per
-    call, so a call is deterministic.
+    every row has written eos or ``<backtrack>`` or ``max_new_tokens`` is reached
+    (:func:`~backtrack_gym.agents.decoding.sample_continuations`). Log-probs are
+    ``log_softmax(logits / temperature)`` of the sampled token (the full softmax, as
+    :class:`~backtrack_gym.agents.lm.LMAgent` documents), and model log-probs
+    ``log_softmax(logits)``; sampling uses a ``torch.Generator`` seeded per call, so
+    a call is deterministic.
 
     Args:
         model: a causal LM taking a ``cache`` (the KV cache), a 2D ``attention_mask``,
@@ -389,7 +393,7 @@ class HFExpander:
         self.device = next(model.parameters()).device
 
     def expand(
-        self, prompts: Sequence[str], n: int, *, max_new_tokens: int, temperature: float, seed: int
+        self, prompts: Sequence[str], n: int, *, max_new_tokens: int, sampling: SamplingConfig, seed: int
     ) -> list[list[Continuation]]:
         """``n`` sampled continuations of each prompt (see :class:`Expander`)."""
         import torch
@@ -400,62 +404,22 @@ class HFExpander:
         out: list[list[Continuation]] = []
         for start in range(0, len(encoded), per_batch):
             chunk = encoded[start : start + per_batch]
-            rows = self._sample([ids for ids in chunk for _ in range(n)], max_new_tokens, temperature, generator)
-            out += [rows[k * n : (k + 1) * n] for k in range(len(chunk))]
+            repeated = [ids for ids in chunk for _ in range(n)]
+            rows = sample_continuations(
+                self.model,
+                repeated,
+                pad_id=self.pad_id,
+                stop_ids=(self.eos_id, self.backtrack_id),
+                max_new_tokens=max_new_tokens,
+                sampling=sampling,
+                generator=generator,
+            )
+            continuations = [self._continuation(row, len(ids)) for row, ids in zip(rows, repeated, strict=True)]
+            out += [continuations[k * n : (k + 1) * n] for k in range(len(chunk))]
         return out
 
-    def _sample(
-        self, prompts: list[list[int]], max_new_tokens: int, temperature: float, generator: torch.Generator
-    ) -> list[Continuation]:
-        import torch
-
-        width = max(len(ids) for ids in prompts)
-        ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=self.device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.device)
-        positions = (mask.cumsum(1) - 1).clamp(min=0)
-        stopped = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
-        tokens, logprobs, model_logprobs, cache = [], [], [], None
-        with torch.inference_mode():
-            for _ in range(max_new_tokens):
-                out = self.model(
-                    input_ids=ids,
-                    attention_mask=mask,
-                    position_ids=positions,
-                    cache=cache,
-                    use_cache=True,
-                    logits_to_keep=1,
-                )
-                cache = out.cache
-                logits = out.logits[:, -1].float()
-                model_scores = torch.log_softmax(logits, dim=-1)
-                scores = model_scores if temperature == 1 else torch.log_softmax(logits / temperature, dim=-1)
-                token = torch.multinomial(scores.exp(), 1, generator=generator)
-                tokens.append(token[:, 0])
-                logprobs.append(scores.gather(1, token)[:, 0])
-                model_logprobs.append(model_scores.gather(1, token)[:, 0])
-                stopped |= (token[:, 0] == self.eos_id) | (token[:, 0] == self.backtrack_id)
-                if bool(stopped.all()):
-                    break
-                ids, positions = token, positions[:, -1:] + 1
-                mask = torch.cat([mask, mask.new_ones((len(prompts), 1))], dim=1)
-        rows = zip(
-            torch.stack(tokens, 1).tolist(),
-            torch.stack(logprobs, 1).tolist(),
-            torch.stack(model_logprobs, 1).tolist(),
-            prompts,
-            strict=True,
-        )
-        return [self._continuation(r, lp, mlp, len(p)) for r, lp, mlp, p in rows]
-
-    def _continuation(
-        self, tokens: list[int], logprobs: list[float], model_logprobs: list[float], prompt_tokens: int
-    ) -> Continuation:
-        """Cut a sampled row at its first stop token."""
-        stop, end = "length", len(tokens)
-        for k, token in enumerate(tokens):
-            if token in (self.eos_id, self.backtrack_id):
-                stop, end = ("eos" if token == self.eos_id else "backtrack"), k + 1
-                break
-        tokens = tokens[:end]
-        pieces = self.tokenizer.batch_decode([[token] for token in tokens], skip_special_tokens=True)
-        return Continuation(tokens, pieces, logprobs[:end], stop, prompt_tokens, model_logprobs[:end])
+    def _continuation(self, row: Sampled, prompt_tokens: int) -> Continuation:
+        """A :class:`Continuation` of a sampled row, named by how it stopped."""
+        stop = {self.eos_id: "eos", self.backtrack_id: "backtrack"}.get(row.token_ids[-1], "length")
+        pieces = self.tokenizer.batch_decode([[token] for token in row.token_ids], skip_special_tokens=True)
+        return Continuation(row.token_ids, pieces, row.logprobs, stop, prompt_tokens, row.model_logprobs)

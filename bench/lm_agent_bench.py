@@ -23,7 +23,7 @@ import time
 import gymnasium as gym
 
 import backtrack_gym  # noqa: F401  (registers the envs)
-from backtrack_gym.agents import LMAgent, SamplingConfig
+from backtrack_gym.agents import DecodeConfig, LMAgent
 from backtrack_gym.envs.countdown import CountDownTask
 from backtrack_gym.train import build_model, build_tokenizer
 
@@ -34,15 +34,8 @@ def throughput(model, tokenizer, args: argparse.Namespace) -> list[tuple[str, fl
     """(system, seconds, tokens/s) of the agent and of ``generate`` on the same batch."""
     import torch
 
-    sampling = SamplingConfig(
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        max_episode_tokens=args.new_tokens,
-        stop_at_eos=False,
-        seed=0,
-    )
-    agent = LMAgent(model, tokenizer, sampling)
+    decoding = DecodeConfig(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, stop_at_eos=False, seed=0)
+    agent = LMAgent(model, tokenizer, decoding, max_new_tokens=args.new_tokens)
     envs = [gym.make(ENV_ID, interaction="completion") for _ in range(args.batch)]
     prompts = [env.reset(seed=args.seed + i)[0] + "\n" for i, env in enumerate(envs)]
     tokenizer.padding_side = "left"
@@ -100,8 +93,15 @@ def backspace_cost(model, tokenizer, context: int, steps: int) -> tuple[float, f
     env = gym.make(ENV_ID, interaction="completion")
     observation, _ = env.reset(seed=0)
     filler = (observation + "\n") * (context // (len(observation) + 1) + 1)
-    sampling = SamplingConfig(max_episode_tokens=len(script), stop_at_eos=False, greedy=True)
-    agent = LMAgent(model, tokenizer, sampling, prompt_format=lambda _: filler[-context:], logits_processor=force)
+    decoding = DecodeConfig(stop_at_eos=False, greedy=True)
+    agent = LMAgent(
+        model,
+        tokenizer,
+        decoding,
+        max_new_tokens=len(script),
+        prompt_format=lambda _: filler[-context:],
+        logits_processor=force,
+    )
     agent.rollout([env], seed=0)
     # The interval from sampling token k to sampling token k + 1 is the step that applies and feeds token k.
     after = {True: [], False: []}

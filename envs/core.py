@@ -25,6 +25,7 @@ from backtrack_gym.envs.text_space import TextSpace
 # The two backtracking actions: a line that undoes the last step, and a token that deletes the one before it.
 BACKTRACK = "<backtrack>"
 BKSP = "<bksp>"
+ACTION_TOKENS = (BACKTRACK, BKSP)
 SPLITS = ("train", "test")
 INTERACTIONS = ("step", "completion")
 INVALID_POLICIES = ("penalize", "terminate", "ignore")
@@ -36,6 +37,15 @@ def check_interaction(interaction: str) -> str:
     if interaction not in INTERACTIONS:
         raise ValueError(f"interaction must be one of {INTERACTIONS}, got {interaction!r}")
     return interaction
+
+
+def action_token_ids(tokenizer: Any) -> dict[str, int]:
+    """The ids of ``<backtrack>`` and ``<bksp>`` in an HF tokenizer; a ``ValueError`` when it lacks one."""
+    vocab = tokenizer.get_vocab()
+    missing = [token for token in ACTION_TOKENS if token not in vocab]
+    if missing:
+        raise ValueError(f"the tokenizer has no {missing}; call add_special_tokens_to(tokenizer, model) first")
+    return {token: vocab[token] for token in ACTION_TOKENS}
 
 
 Problem = TypeVar("Problem")

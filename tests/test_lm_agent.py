@@ -4,8 +4,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from replay import replay_logprobs  # noqa: E402
+
 import backtrack_gym  # noqa: E402, F401  (registers the envs)
-from backtrack_gym.agents import LMAgent, SamplingConfig, replay_logprobs  # noqa: E402
+from backtrack_gym.agents import DecodeConfig, LMAgent  # noqa: E402
 from backtrack_gym.envs.core import BKSP  # noqa: E402
 from backtrack_gym.envs.countdown import CountDownTask  # noqa: E402
 from backtrack_gym.train import build_model, build_tokenizer  # noqa: E402
@@ -53,11 +55,14 @@ def make_envs(n, **kwargs):
     return [gym.make(ENV_ID, **kwargs) for _ in range(n)]
 
 
-def test_sampling_config_validates():
-    assert SamplingConfig().validate() == SamplingConfig()
-    for bad in ({"temperature": 0}, {"top_k": -1}, {"top_p": 0}, {"top_p": 1.5}, {"max_line_tokens": 0}):
-        with pytest.raises(ValueError):
-            SamplingConfig(**bad).validate()
+def test_decode_config_validates_the_shared_sampling_fields_and_its_own(model, tokenizer):
+    assert DecodeConfig().validate() == DecodeConfig()
+    bad_values = ({"temperature": 0}, {"top_k": -1}, {"top_p": 0}, {"top_p": 1.5}, {"max_line_tokens": 0}, {"seed": -1})
+    for bad in bad_values:
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            DecodeConfig(**bad).validate()
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        LMAgent(model, tokenizer, max_new_tokens=0)
 
 
 @pytest.mark.parametrize("interaction", ["step", "completion"])
@@ -70,8 +75,8 @@ def test_batched_rollout_logprobs_match_a_separate_forward_pass(model, tokenizer
         scores[:, newline] += 2.0
         return scores
 
-    sampling = SamplingConfig(temperature=0.9, top_k=40, top_p=0.95, max_line_tokens=12, max_episode_tokens=48, seed=1)
-    agent = LMAgent(model, tokenizer, sampling, logits_processor=favour_backspace)
+    decoding = DecodeConfig(temperature=0.9, top_k=40, top_p=0.95, max_line_tokens=12, seed=1)
+    agent = LMAgent(model, tokenizer, decoding, max_new_tokens=48, logits_processor=favour_backspace)
     envs = make_envs(3, interaction=interaction, backtrack=True, max_steps=4)
     # Prompts of three lengths, so left padding is exercised.
     problems = [
@@ -103,7 +108,7 @@ def test_backspace_by_masking_matches_a_fresh_encode(model, tokenizer):
     # Two rows with different prompt lengths and different backspace patterns.
     texts = ["12<bksp>3+45<bksp><bksp>6 = 9\n", "<bksp>7 * 3<bksp><bksp><bksp>8"]
     script = Script(tokenizer, texts)
-    agent = LMAgent(model, tokenizer, SamplingConfig(max_episode_tokens=64), logits_processor=script)
+    agent = LMAgent(model, tokenizer, max_new_tokens=64, logits_processor=script)
     envs = make_envs(2, interaction="completion")
     options = [{"problem": PROBLEM}, {"problem": {"numbers": [12, 5], "target": 60}}]
     episodes = agent.rollout(envs, options=options)
@@ -173,7 +178,7 @@ def test_scripted_sudoku_solution_with_backspace_and_backtrack(model):
     first = steps[0]
     text = f"{wrong}\n<backtrack>\n{first[:-1]}9<bksp>{first[-1]}\n" + "".join(f"{s}\n" for s in steps[1:])
     script = Script(tokenizer, [text])
-    agent = LMAgent(sudoku_model, tokenizer, SamplingConfig(max_episode_tokens=256), logits_processor=script)
+    agent = LMAgent(sudoku_model, tokenizer, max_new_tokens=256, logits_processor=script)
     [episode] = agent.rollout([env], options={"problem": info["problem"]})
     assert episode.info["solved"] and episode.info["backtracks"] == 1
     assert episode.lines[:3] == [wrong, "<backtrack>", first]
@@ -182,7 +187,7 @@ def test_scripted_sudoku_solution_with_backspace_and_backtrack(model):
 
 def test_vector_env_and_pinned_problem(model, tokenizer):
     vector = gym.make_vec(ENV_ID, num_envs=3, interaction="step", max_steps=3)
-    agent = LMAgent(model, tokenizer, SamplingConfig(max_line_tokens=8, max_episode_tokens=40, seed=0))
+    agent = LMAgent(model, tokenizer, DecodeConfig(max_line_tokens=8, seed=0), max_new_tokens=40)
     episodes = agent.rollout(vector, options={"problem": PROBLEM})
     prompt = tokenizer("Target: 24 | Numbers: 3 8\n")["input_ids"]
     assert all(e.prompt_ids == prompt for e in episodes)
@@ -206,8 +211,8 @@ def test_vector_env_same_step_autoreset_reports_the_final_info(tokenizer, model)
 
 
 def test_sampling_is_seeded_and_budgets_hold(model, tokenizer):
-    def run(**kwargs):
-        agent = LMAgent(model, tokenizer, SamplingConfig(**kwargs))
+    def run(max_new_tokens=512, **kwargs):
+        agent = LMAgent(model, tokenizer, DecodeConfig(**kwargs), max_new_tokens=max_new_tokens)
         return agent.rollout(make_envs(2, max_steps=3), seed=0)
 
     first, again = run(seed=3, max_line_tokens=5), run(seed=3, max_line_tokens=5)
@@ -217,7 +222,7 @@ def test_sampling_is_seeded_and_budgets_hold(model, tokenizer):
     greedy, top1, nucleus = run(greedy=True), run(top_k=1, seed=7), run(top_p=1e-6, seed=5)
     assert [e.completion_ids for e in greedy] == [e.completion_ids for e in top1] == [e.completion_ids for e in nucleus]
     eos = tokenizer.eos_token_id
-    for episode in run(seed=0, stop_at_eos=False, max_episode_tokens=20):
+    for episode in run(seed=0, stop_at_eos=False, max_new_tokens=20):
         assert eos not in episode.completion_ids and sum(episode.model_mask) <= 20
 
 

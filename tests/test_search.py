@@ -13,12 +13,14 @@ from backtrack_gym.agents.search import (
 )
 from backtrack_gym.agents.traces import write_trace
 from backtrack_gym.envs import BACKTRACK, Episode, make_task
+from backtrack_gym.settings import SamplingConfig
 
 TASK = make_task("countdown", num_count=3)
 P1 = {"numbers": [93, 81, 68], "target": 56}
 P2 = {"numbers": [4, 6, 9], "target": 30}
 PROMPT1 = "Target: 56 | Numbers: 93 81 68\n"
 PROMPT2 = "Target: 30 | Numbers: 4 6 9\n"
+SAMPLING = SamplingConfig(temperature=0.7)
 
 
 def scripted(text: str, stop: str, p: float, prompt: str, model_p: float | None = None) -> Continuation:
@@ -38,10 +40,12 @@ class ScriptedExpander:
         self.script = script
         self.calls: list[list[str]] = []
         self.seeds: list[int] = []
+        self.settings: list[tuple[int, SamplingConfig]] = []
 
-    def expand(self, prompts, n, *, max_new_tokens, temperature, seed):
+    def expand(self, prompts, n, *, max_new_tokens, sampling, seed):
         self.calls.append(list(prompts))
         self.seeds.append(seed)
+        self.settings.append((max_new_tokens, sampling))
         assert all(len(self.script[prompt]) <= n for prompt in prompts)
         return [[scripted(*spec, prompt) for spec in self.script[prompt]] for prompt in prompts]
 
@@ -81,14 +85,14 @@ def test_backtracks_cut_the_last_step_and_feed_a_capped_deduplicated_frontier():
             PROMPT1 + s5: [("68 + 12 = 80\n", "eos", 0.95)],
         }
     )
-    config = SearchConfig(
-        expansions=4, rounds=2, max_new_tokens=50, temperature=0.5, frontier="round_best", vote="exp_mean_logprob"
-    )
-    [result] = self_backtracking_search(TASK, [P1], expander, config)
+    sampling = SamplingConfig(temperature=0.5, top_p=0.9)
+    config = SearchConfig(expansions=4, rounds=2, sampling=sampling, frontier="round_best", vote="exp_mean_logprob")
+    [result] = self_backtracking_search(TASK, [P1], expander, config, max_new_tokens=50)
 
     assert config.frontier_size == 2
     assert expander.calls == [[PROMPT1], [PROMPT1 + s1, PROMPT1 + s2], [PROMPT1 + s5]]
     assert len(set(expander.seeds)) == 3
+    assert expander.settings == [(50, sampling)] * 3
     a1 = geometric((len(s1), 0.8), (len("149 - 93 = 56\n") + 1, 0.9))
     a2 = geometric((len(s2), 0.6), (1, 0.95))
     a3 = geometric((len(s5), 0.6), (len("68 + 12 = 80\n") + 1, 0.95))  # the <backtrack> token's 0.3 is not kept
@@ -165,7 +169,7 @@ def test_no_finished_answer_is_not_solved():
 def test_defaults_are_the_papers_decoder():
     # decode(input_ids, max_length, b=1, n=32, temperature=0.7); eval_search.py --b 1 --n 32
     config = SearchConfig().validate()
-    assert (config.expansions, config.rounds, config.temperature) == (32, 1, 0.7)
+    assert (config.expansions, config.rounds, config.sampling) == (32, 1, SamplingConfig(temperature=0.7))
     assert config.frontier_size == 5  # sqrt(N)
     assert (config.frontier, config.vote) == ("expansion_order", "sum_logprob")
 
@@ -295,21 +299,25 @@ def test_scores_use_the_models_own_logprobs_not_the_sampling_ones():
         {"expansions": True},
         {"rounds": -1},
         {"max_frontier": 0},
-        {"max_new_tokens": 0},
-        {"temperature": 0.0},
-        {"temperature": math.nan},
-        {"temperature": math.inf},
-        {"max_steps": 0},
+        {"sampling": SamplingConfig(temperature=0.0)},
+        {"sampling": SamplingConfig(temperature=math.nan)},
+        {"sampling": SamplingConfig(top_k=-1)},
         {"seed": -1},
         {"frontier": "per_state"},
         {"vote": "majority"},
     ],
 )
 def test_bad_config_raises(bad):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(bad))):
         SearchConfig(**bad).validate()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=next(iter(bad))):
         self_backtracking_search(TASK, [P1], ScriptedExpander({}), SearchConfig(**bad))
+
+
+@pytest.mark.parametrize("bad", [{"max_new_tokens": 0}, {"env_steps": 0}, {"env_steps": 2.5}])
+def test_bad_budgets_raise(bad):
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        self_backtracking_search(TASK, [P1], ScriptedExpander({}), **bad)
 
 
 def test_config_defaults_and_bad_continuations():
@@ -377,7 +385,7 @@ def test_hf_expander_samples_consistent_continuations_with_exact_logprobs(torch,
     stops = {"eos": tokenizer.eos_token_id, "backtrack": tokenizer.convert_tokens_to_ids(BACKTRACK)}
     seen = set()
     for seed in range(1, 21):  # until every way to stop was exercised
-        out = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=seed)
+        out = expander.expand(prompts, 3, max_new_tokens=12, sampling=SAMPLING, seed=seed)
         assert [len(samples) for samples in out] == [3, 3, 3]
         for prompt, samples in zip(prompts, out, strict=True):
             prompt_ids = tokenizer(prompt)["input_ids"]
@@ -403,17 +411,31 @@ def test_hf_expander_samples_consistent_continuations_with_exact_logprobs(torch,
             break
     assert seen == set(STOPS)
 
-    again = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=seed)
-    other = expander.expand(prompts, 3, max_new_tokens=12, temperature=0.7, seed=seed + 1)
+    again = expander.expand(prompts, 3, max_new_tokens=12, sampling=SAMPLING, seed=seed)
+    other = expander.expand(prompts, 3, max_new_tokens=12, sampling=SAMPLING, seed=seed + 1)
     assert again == out
     assert [c.token_ids for s in other for c in s] != [c.token_ids for s in out for c in s]
 
 
+def test_hf_expander_applies_top_k(torch, biased, tokenizer):
+    # top_k=1 leaves the most likely token only: every sample is the greedy continuation.
+    expander = HFExpander(biased, tokenizer)
+    [samples] = expander.expand([PROMPT1], 3, max_new_tokens=8, sampling=SamplingConfig(top_k=1), seed=0)
+    ids = tokenizer(PROMPT1)["input_ids"]
+    with torch.inference_mode():
+        for _ in range(8):
+            ids.append(int(biased(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+            if ids[-1] in (tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(BACKTRACK)):
+                break
+    greedy = ids[len(tokenizer(PROMPT1)["input_ids"]) :]
+    assert [c.token_ids for c in samples] == [greedy] * 3
+
+
 @pytest.mark.parametrize("rules", [{}, {"frontier": "round_best", "vote": "exp_mean_logprob"}])
 def test_search_with_a_tiny_model_runs_end_to_end(torch, biased, tokenizer, rules):
-    config = SearchConfig(expansions=4, rounds=2, max_new_tokens=24, seed=2, **rules)
-    results = self_backtracking_search(TASK, [P1, P2], HFExpander(biased, tokenizer), config)
-    again = self_backtracking_search(TASK, [P1, P2], HFExpander(biased, tokenizer), config)
+    config = SearchConfig(expansions=4, rounds=2, seed=2, **rules)
+    results = self_backtracking_search(TASK, [P1, P2], HFExpander(biased, tokenizer), config, max_new_tokens=24)
+    again = self_backtracking_search(TASK, [P1, P2], HFExpander(biased, tokenizer), config, max_new_tokens=24)
 
     assert results == again
     later_rounds = 0
@@ -426,7 +448,7 @@ def test_search_with_a_tiny_model_runs_end_to_end(torch, biased, tokenizer, rule
         assert result.generated_tokens == sum(g for _, g in result.sequences)
         for c in result.candidates:
             episode = Episode(TASK, TASK.problem_from_dict(problem))
-            episode.run(c.text, max_steps=config.max_steps)
+            episode.run(c.text, max_steps=64)  # the search's default env_steps
             if config.vote == "sum_logprob":  # the paper's: keyed by text, scored by mean log-prob
                 assert c.key == c.text and c.score <= 0
             else:
@@ -436,6 +458,6 @@ def test_search_with_a_tiny_model_runs_end_to_end(torch, biased, tokenizer, rule
         votes = result.votes()
         assert votes and votes[result.answer] == max(votes.values())
         episode = Episode(TASK, TASK.problem_from_dict(problem))
-        episode.run(result.text, max_steps=config.max_steps)
+        episode.run(result.text, max_steps=64)
         assert result.solved == episode.stats.solved
     assert later_rounds == 2  # both problems backtracked into later rounds (fixed seed)

@@ -6,9 +6,9 @@ from tokenizers import Tokenizer, models, pre_tokenizers  # noqa: E402
 from transformers import AutoTokenizer, PreTrainedTokenizerFast  # noqa: E402
 
 from backtrack_gym.envs import BACKTRACK  # noqa: E402
+from backtrack_gym.envs.core import BKSP, action_token_ids  # noqa: E402
 from backtrack_gym.envs.countdown import CountDownTask  # noqa: E402
 from backtrack_gym.train import add_special_tokens_to, build_model, build_tokenizer  # noqa: E402
-from backtrack_gym.train.tokenizer import BKSP, action_token_ids  # noqa: E402
 
 TEXT = "Target: 24 | Numbers: 3 5 7 8\n3 + 5 = 8\n<backtrack>\n3 * 9<bksp>8 = 24"
 

@@ -227,19 +227,22 @@ def test_step_rollout_logs_how_its_episodes_ended():
 def test_lm_decoding_uses_the_current_cache_api(recwarn):
     import gymnasium as gym
 
-    from backtrack_gym.agents.lm import LMAgent, SamplingConfig
+    from backtrack_gym.agents.lm import DecodeConfig, LMAgent
     from backtrack_gym.agents.search import HFExpander
     from backtrack_gym.envs import make_task
+    from backtrack_gym.settings import SamplingConfig
     from backtrack_gym.train import build_model
 
     tokenizer = build_tokenizer(make_task("countdown", **TASK_CONFIG))
     model = build_model("tiny", tokenizer, seed=0)
     envs = [gym.make("backtrack_gym/CountDown-v0", interaction="step", **TASK_CONFIG) for _ in range(2)]
-    episodes = LMAgent(model, tokenizer, SamplingConfig(max_episode_tokens=12, seed=0)).rollout(envs, seed=0)
+    episodes = LMAgent(model, tokenizer, DecodeConfig(seed=0), max_new_tokens=12).rollout(envs, seed=0)
     assert all(len(e.completion_ids) > 1 for e in episodes)  # decoded past the first token, through the cache
-    prompt = tokenizer("Target: 24 | Numbers: 3 4 8\n")["input_ids"]
-    continuations = HFExpander(model, tokenizer)._sample([prompt], 6, 1.0, torch.Generator().manual_seed(0))
-    assert len(continuations[0].token_ids) > 1
+    prompt = "Target: 24 | Numbers: 3 4 8\n"
+    [[continuation]] = HFExpander(model, tokenizer).expand(
+        [prompt], 1, max_new_tokens=6, sampling=SamplingConfig(), seed=0
+    )
+    assert len(continuation.token_ids) > 1
     assert not [str(w.message) for w in recwarn if issubclass(w.category, FutureWarning)]
 
 

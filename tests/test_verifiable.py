@@ -2,6 +2,7 @@ import pytest
 
 from backtrack_gym.envs import BACKTRACK, make_task
 from backtrack_gym.rewards import replay_stats
+from backtrack_gym.settings import EpisodeConfig, SamplingConfig, TaskConfig
 from backtrack_gym.train.verifiable import VerifiableConfig, verifiable_rows
 
 TASK = make_task("countdown", num_count=3, number_max=9, target_min=10, target_max=40)
@@ -30,7 +31,7 @@ def scripted_policy(config):
 
 @pytest.mark.parametrize("token", [BACKTRACK, "Wait, that's not right."])
 def test_keeps_only_traces_verified_wrong_then_right(token):
-    config = VerifiableConfig(task="countdown", n_problems=24, first_index=0, samples=1, backtrack_token=token)
+    config = VerifiableConfig(n_problems=24, first_index=0, samples=1, backtrack_token=token)
     rows = verifiable_rows(TASK, config, scripted_policy(config))
     assert len(rows) == 6  # items 1, 5, 9, 13, 17, 21
     for row in rows:
@@ -42,7 +43,7 @@ def test_keeps_only_traces_verified_wrong_then_right(token):
 
 
 def test_mask_wrong_covers_the_wrong_answer():
-    config = VerifiableConfig(task="countdown", n_problems=8, first_index=0, samples=1, mask_wrong=True)
+    config = VerifiableConfig(n_problems=8, first_index=0, samples=1, mask_wrong=True)
     rows = verifiable_rows(TASK, config, scripted_policy(config))
     for row in rows:
         ((start, end),) = row["mask_spans"]
@@ -52,6 +53,22 @@ def test_mask_wrong_covers_the_wrong_answer():
 def test_config_rejects_a_multiline_phrase():
     with pytest.raises(ValueError, match="one non-empty line"):
         VerifiableConfig(backtrack_token="Wait\nno").validate()
+
+
+def test_config_composes_the_shared_settings_and_names_their_fields(tmp_path):
+    config = VerifiableConfig()
+    assert (config.task, config.sampling.temperature, config.episode.max_new_tokens) == (TaskConfig(), 1.0, 64)
+    (tmp_path / "config.json").write_text("{}")
+    model = str(tmp_path)
+    bad = {
+        "task.name": {"task": TaskConfig(name="chess")},
+        "task.config": {"task": TaskConfig(config={"num_count": 1})},
+        "sampling.temperature": {"sampling": SamplingConfig(temperature=0)},
+        "episode.max_new_tokens": {"episode": EpisodeConfig(max_new_tokens=0)},
+    }
+    for field, change in bad.items():
+        with pytest.raises(ValueError, match=field):
+            VerifiableConfig(model=model, **change).validate()
 
 
 def test_recipe_runs_end_to_end_with_a_model_and_mixes_rows(tmp_path):
@@ -71,10 +88,10 @@ def test_recipe_runs_end_to_end_with_a_model_and_mixes_rows(tmp_path):
     kept, paths = run_verifiable(
         VerifiableConfig(
             model=str(tmp_path / "model"),
-            task_config=task_config,
+            task=TaskConfig(config=task_config),
             n_problems=4,
             samples=2,
-            max_tokens=8,
+            episode=EpisodeConfig(max_new_tokens=8),
             mix_with=str(tmp_path / "sft.jsonl"),
             out=str(tmp_path / "mixed"),
         )

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backtrack_gym.envs.core import BACKTRACK, BKSP, Task
+from backtrack_gym.envs.core import ACTION_TOKENS, BACKTRACK, BKSP, Task
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -27,7 +27,6 @@ EOS = "<eos>"
 PAD = "<pad>"
 BOS = "<bos>"
 UNK = "<unk>"
-ACTION_TOKENS = (BACKTRACK, BKSP)
 GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
 CHAR_TOKENIZER_MODULE = "tokenization_backtrack_gym"
 CHAR_TOKENIZER_SOURCE = '''"""backtrack-gym's tokenizer class, for ``AutoTokenizer`` (see its ``save_tokenizer``)."""
@@ -140,12 +139,3 @@ def add_special_tokens_to(tokenizer: PreTrainedTokenizerBase, model: PreTrainedM
         model.config.pad_token_id = tokenizer.pad_token_id
         model.config.eos_token_id = tokenizer.eos_token_id
     return added
-
-
-def action_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
-    """The ids of ``<backtrack>`` and ``<bksp>``; raises ``ValueError`` when the tokenizer lacks them."""
-    vocab = tokenizer.get_vocab()
-    missing = [token for token in ACTION_TOKENS if token not in vocab]
-    if missing:
-        raise ValueError(f"the tokenizer has no {missing}; call add_special_tokens_to(tokenizer, model) first")
-    return {token: vocab[token] for token in ACTION_TOKENS}

@@ -16,26 +16,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from backtrack_gym.config import Config, check_at_least
 from backtrack_gym.envs.core import BACKTRACK
+from backtrack_gym.settings import EpisodeConfig, SamplingConfig, TaskConfig
 
 Generate = Callable[[Sequence[str]], list[str]]
 MIX_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 @dataclass
-class VerifiableConfig:
+class VerifiableConfig(Config):
     """Build verifiable-backtracking SFT data with a trained policy (and optionally mix it in).
 
     Attributes:
         model: path of the policy (a ``final/`` directory with its tokenizer).
-        task: task name (``countdown``, ``math``, ``sudoku``).
-        task_config: task config fields (as in training).
+        task: the task and its config fields (as in training).
         n_problems: training problems to sample answers for.
         first_index: index of the first problem (start past the SFT data).
         samples: answers sampled per problem.
         backtrack_token: the line appended after a wrong answer.
-        temperature: sampling temperature.
-        max_tokens: most new tokens per answer and per continuation.
+        sampling: how answers and continuations are sampled.
+        episode: only ``max_new_tokens`` is used: the most new tokens per answer and
+            per continuation (answers are completions, sampled without an env).
         batch_size: sequences generated together.
         seed: seed of the problems and of sampling.
         mask_wrong: leave the wrong first answer out of the SFT loss.
@@ -44,36 +46,31 @@ class VerifiableConfig:
     """
 
     model: str = "runs/main/direct/grpo/final"
-    task: str = "countdown"
-    task_config: dict[str, Any] = field(default_factory=dict)
+    task: TaskConfig = field(default_factory=TaskConfig)
     n_problems: int = 500
     first_index: int = 100_000
     samples: int = 4
     backtrack_token: str = BACKTRACK
-    temperature: float = 1.0
-    max_tokens: int = 64
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    episode: EpisodeConfig = field(default_factory=lambda: EpisodeConfig(max_new_tokens=64))
     batch_size: int = 64
     seed: int = 0
     mask_wrong: bool = False
     mix_with: str = ""
     out: str = "data/verifiable_backtracking"
 
-    def validate(self) -> VerifiableConfig:
-        from backtrack_gym.config import check_at_least, check_positive, check_task
+    def check(self) -> None:
         from backtrack_gym.train.models import check_model_source
 
-        check_at_least(self, 1, "n_problems", "samples", "max_tokens", "batch_size")
+        check_at_least(self, 1, "n_problems", "samples", "batch_size")
         check_at_least(self, 0, "first_index", "seed")
-        check_positive(self, "temperature")
         if not self.backtrack_token.strip() or "\n" in self.backtrack_token:
             raise ValueError(f"backtrack_token must be one non-empty line, got {self.backtrack_token!r}")
         if self.mix_with and not (Path(self.mix_with).is_file() and self.mix_with.endswith(MIX_SUFFIXES)):
             raise ValueError(f"mix_with must be an existing {' or '.join(MIX_SUFFIXES)} file, got {self.mix_with!r}")
         if not self.out.strip():
             raise ValueError("out must be a path stem, got ''")
-        check_task(self.task, self.task_config)
         check_model_source(self.model)
-        return self
 
 
 def verifiable_rows(task: Any, config: VerifiableConfig, generate: Generate) -> list[dict[str, Any]]:
@@ -123,35 +120,42 @@ def verifiable_rows(task: Any, config: VerifiableConfig, generate: Generate) -> 
 
 
 def model_generator(model: Any, tokenizer: Any, config: VerifiableConfig) -> Generate:
-    """``generate`` for :func:`verifiable_rows` by sampling from a HF causal LM."""
+    """``generate`` for :func:`verifiable_rows` by sampling from a HF causal LM.
+
+    Each call samples its texts in batches of ``config.batch_size`` with
+    :func:`~backtrack_gym.agents.decoding.sample_continuations`, a continuation ending
+    at eos or at ``episode.max_new_tokens``. Batch ``k`` over the generator's calls
+    draws from a ``torch.Generator`` seeded ``config.seed + k``. This sampler used
+    ``model.generate`` under ``torch.manual_seed(config.seed + k)``, which makes the
+    same draws: on CPU its samples were the same; on another device they may differ
+    where the two compute logits that differ in the last bits.
+    """
     import torch
 
-    generator_seed = [config.seed]
+    from backtrack_gym.agents.decoding import sample_continuations
+
+    device = next(model.parameters()).device
+    batches = [0]  # batches sampled so far, over every call
 
     def generate(texts: Sequence[str]) -> list[str]:
         outputs = []
-        tokenizer.padding_side = "left"
         for start in range(0, len(texts), config.batch_size):
-            batch = tokenizer(
-                list(texts[start : start + config.batch_size]),
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=False,
+            batch = [
+                tokenizer(text, add_special_tokens=False)["input_ids"]
+                for text in texts[start : start + config.batch_size]
+            ]
+            generator = torch.Generator(device=device).manual_seed(config.seed + batches[0])
+            batches[0] += 1
+            rows = sample_continuations(
+                model,
+                batch,
+                pad_id=tokenizer.pad_token_id,
+                stop_ids=(tokenizer.eos_token_id,),
+                max_new_tokens=config.episode.max_new_tokens,
+                sampling=config.sampling,
+                generator=generator,
             )
-            torch.manual_seed(generator_seed[0])
-            generator_seed[0] += 1
-            with torch.inference_mode():
-                out = model.generate(
-                    **batch,
-                    do_sample=True,
-                    temperature=config.temperature,
-                    top_k=0,
-                    top_p=1.0,
-                    max_new_tokens=config.max_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-            outputs += tokenizer.batch_decode(out[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+            outputs += tokenizer.batch_decode([row.token_ids for row in rows], skip_special_tokens=True)
         return outputs
 
     return generate
@@ -161,12 +165,11 @@ def run_verifiable(config: VerifiableConfig) -> tuple[int, list[Path]]:
     """Build the rows with the policy at ``config.model``, mix them in if asked, and write them."""
     import datasets
 
-    from backtrack_gym.envs import make_task
     from backtrack_gym.train.data import dataset_features, export
     from backtrack_gym.train.models import load_pretrained
 
     config.validate()
-    task = make_task(config.task, **{**config.task_config, "seed": config.seed})
+    task = config.task.build(seed=config.seed)
     tokenizer, model = load_pretrained(config.model)
     model.eval()
     rows = verifiable_rows(task, config, model_generator(model, tokenizer, config))
