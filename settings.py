@@ -9,6 +9,7 @@ config is read and checked.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -98,6 +99,8 @@ class SamplingConfig(Config):
 
         check_positive(self, "temperature", "top_p")
         check_at_least(self, 0, "top_k")
+        if not math.isfinite(self.temperature):
+            raise ValueError(f"temperature must be finite, got {self.temperature!r}")
         if self.top_p > 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
 

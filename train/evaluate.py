@@ -336,8 +336,7 @@ class _Evaluator:
         import gymnasium as gym
         import torch
 
-        from backtrack_gym.agents.lm import LMAgent
-        from backtrack_gym.agents.lm import SamplingConfig as DecodeConfig
+        from backtrack_gym.agents.lm import DecodeConfig, LMAgent
 
         config = self.config
         jobs = [index for index in range(config.n) for _ in range(samples)]
@@ -355,16 +354,10 @@ class _Evaluator:
                 )
                 for _ in batch
             ]
-            sampling = DecodeConfig(
-                greedy=greedy,
-                temperature=config.sampling.temperature,
-                top_k=config.sampling.top_k,
-                top_p=config.sampling.top_p,
-                max_episode_tokens=self.episode.max_new_tokens,
-                seed=config.seed + start,
-            )
+            decoding = DecodeConfig(**asdict(config.sampling), greedy=greedy, seed=config.seed + start)
+            agent = LMAgent(self.model, self.tokenizer, decoding, max_new_tokens=self.episode.max_new_tokens)
             with torch.inference_mode():
-                episodes += LMAgent(self.model, self.tokenizer, sampling).rollout(
+                episodes += agent.rollout(
                     envs, seed=config.seed, options=[{"index": index} for index in batch]
                 )
             bar.update(len(batch))

@@ -6,6 +6,7 @@ Every generation of a group sees the same problem: TRL repeats each prompt
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -92,9 +93,8 @@ class StepRollout:
     def _play(self, model: Any, problems: list[str], stream: int) -> list[Any]:
         import gymnasium as gym
 
-        from backtrack_gym.agents.lm import LMAgent, SamplingConfig
-        from backtrack_gym.envs.core import BKSP
-        from backtrack_gym.train.tokenizer import action_token_ids
+        from backtrack_gym.agents.lm import DecodeConfig, LMAgent
+        from backtrack_gym.envs.core import BKSP, action_token_ids
 
         config = self.config
         bksp = action_token_ids(self.tokenizer)[BKSP]
@@ -103,17 +103,17 @@ class StepRollout:
             scores[:, bksp] = float("-inf")
             return scores
 
-        sampling = SamplingConfig(
-            temperature=config.sampling.temperature,
-            top_k=config.sampling.top_k,
-            top_p=config.sampling.top_p,
-            max_episode_tokens=config.episode.max_new_tokens,
-            seed=config.seed * 1_000_003 + stream,
-        )
+        decoding = DecodeConfig(**dataclasses.asdict(config.sampling), seed=config.seed * 1_000_003 + stream)
         env_args = {"interaction": "step", **episode_settings(config), **config.task.config}
         envs = [gym.make(TASK_ENV_IDS[config.task.name], **env_args) for _ in problems]
         try:
-            agent = LMAgent(model, self.tokenizer, sampling, logits_processor=no_backspace)
+            agent = LMAgent(
+                model,
+                self.tokenizer,
+                decoding,
+                max_new_tokens=config.episode.max_new_tokens,
+                logits_processor=no_backspace,
+            )
             return agent.rollout(envs, options=[{"problem": problem} for problem in problems])
         finally:
             for env in envs:
