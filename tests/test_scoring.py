@@ -23,7 +23,9 @@ from backtrack_gym.envs.core import INVALID_POLICIES, play_completion, step_acti
 from backtrack_gym.envs.countdown.grammar import format_numbers, format_operation
 from backtrack_gym.envs.math import MathEnv
 from backtrack_gym.rewards import METRICS, TERMS, episode_reward_functions, trl_reward_functions
-from backtrack_gym.train.grpo import GRPORunConfig, _plain_info, episode_settings
+from backtrack_gym.settings import EpisodeConfig
+from backtrack_gym.train.grpo_config import GRPORunConfig, episode_settings
+from backtrack_gym.train.grpo_rollout import _plain_info
 
 # Every term weighted, each differently, so a disagreement in any one shows.
 WEIGHTS = {"correct": 1.0, "progress": 0.5, "format": 0.25, "validity": 0.125, "length": 0.0625, "backtrack": 0.03125}
@@ -279,7 +281,7 @@ def test_step_mode_free_text_ends_at_the_turn_limit():
 @pytest.mark.parametrize("interaction", ["completion", "step"])
 def test_grpo_rewards_are_the_env_returns(interaction):
     # Both paths score with the settings their envs play: an invalid step costs only what reward_weights say.
-    config = GRPORunConfig(task="countdown", reward_weights={"correct": 1.0, "format": 0.5}, max_env_steps=6)
+    config = GRPORunConfig(reward_weights={"correct": 1.0, "format": 0.5}, episode=EpisodeConfig(env_steps=6))
     settings = episode_settings(config)
     task = make_task("countdown")
     problem = {"numbers": [3, 4, 9], "target": 24}
