@@ -59,7 +59,7 @@ def test_wheel_contains_the_package_and_imports(tmp_path):
 
 def test_cli_play_prints_a_table():
     result = subprocess.run(
-        [sys.executable, "-m", "backtrack_gym", "play", "--episodes", "5", "--interactions", "completion"],
+        [sys.executable, "-m", "backtrack_gym", "play", "--episodes", "5", "--episode.interaction", "completion"],
         capture_output=True,
         text=True,
         check=True,
