@@ -65,7 +65,8 @@ class ExperimentConfig(Config):
         arms: arm name -> overrides of the ``sft``, ``grpo`` and ``eval`` sections for that
             arm, e.g. ``{dfs: {sft: {style: dfs, n_train: 6000}}}``; an arm trains GRPO when
             its ``grpo.trainer.optimizer_steps`` is above 0.
-        sft: SFT's settings (every arm's, unless it overrides them).
+        sft: SFT's settings (every arm's, unless it overrides them); an experiment's stages
+            always resume, whatever ``trainer.resume`` says.
         grpo: GRPO's settings, after SFT; ``trainer.optimizer_steps`` 0 (the default) runs none.
         eval: how each stage's model is evaluated.
         plot: curve names drawn in ``<name>.png`` (``greedy``, ``sampled``, ``best_of_n``,
