@@ -357,9 +357,7 @@ class _Evaluator:
             decoding = DecodeConfig(**asdict(config.sampling), greedy=greedy, seed=config.seed + start)
             agent = LMAgent(self.model, self.tokenizer, decoding, max_new_tokens=self.episode.max_new_tokens)
             with torch.inference_mode():
-                episodes += agent.rollout(
-                    envs, seed=config.seed, options=[{"index": index} for index in batch]
-                )
+                episodes += agent.rollout(envs, seed=config.seed, options=[{"index": index} for index in batch])
             bar.update(len(batch))
         bar.close()
         return [episodes[i * samples : (i + 1) * samples] for i in range(config.n)]
