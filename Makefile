@@ -4,10 +4,14 @@ PIP := $(PYTHON) -m pip
 
 .PHONY: setup run test lint bench
 
-# The CPU build of torch goes in first and pinned: an unpinned torch pulls CUDA packages.
+# The CPU build of torch goes in first and pinned: an unpinned torch pulls CUDA packages. Its wheel is
+# taken from pip's own sources when they have it (a local wheel), else from PyTorch's CPU wheel index.
+TORCH := torch==2.13.0+cpu
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+
 setup:
-	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e ".[train,rl,math,test]"
+	$(PIP) install --quiet "$(TORCH)" 2>/dev/null || $(PIP) install --quiet "$(TORCH)" --extra-index-url $(TORCH_CPU_INDEX)
+	$(PIP) install --quiet -c constraints.txt -e ".[train,rl,math,test]"
 
 run: setup
 	$(PYTHON) -m backtrack_gym run

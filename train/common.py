@@ -85,6 +85,36 @@ class TrainerConfig(Config):
         }
 
 
+# The packages whose versions decide a run's numbers (a run's JSON records them beside its seed).
+RECORDED_PACKAGES = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "datasets",
+    "accelerate",
+    "tokenizers",
+    "numpy",
+    "gymnasium",
+)
+
+
+def run_environment() -> dict[str, Any]:
+    """What a result was measured with: Python, the versions of :data:`RECORDED_PACKAGES`, torch's thread count."""
+    import importlib.metadata
+    import platform
+
+    import torch
+
+    versions = {}
+    for name in RECORDED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": platform.python_version(), "packages": versions, "torch_threads": torch.get_num_threads()}
+
+
 def on_gpu() -> bool:
     import torch
 
