@@ -124,7 +124,8 @@ def problem_set_line(problem_set: dict[str, Any]) -> str:
         held = f"the split holds at least {found}: no more within {problem_set['scan_limit']} items"
     else:
         held = f"the split holds at least {found}"
-    return f"{found} distinct problems (of {problem_set['requested']} asked for; {scanned} items scanned; {held})"
+    asked = "" if found == problem_set["requested"] else f"of {problem_set['requested']} asked for; "
+    return f"{found} distinct problems ({asked}{scanned} items scanned; {held})"
 
 
 def plot_experiment(results: dict[str, Any], path: Path) -> None:
