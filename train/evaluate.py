@@ -103,7 +103,8 @@ class EvalConfig(EvalSettings):
         episode: how episodes are played; each field unset: the model's.
         split: ``test`` (held out) or ``train``.
         seed: seed of the sampler.
-        output_dir: when set, ``eval.json`` (summaries, curves, per-problem records),
+        output_dir: when set, ``eval.json`` (the problems found, summaries and curves with
+            their intervals, the per-target breakdown, per-problem outcomes and records),
             ``curves.png`` and TensorBoard scalars go there.
         label: the model's name in curves and tables (default: the model directory).
     """
