@@ -49,17 +49,22 @@ def run_grpo_command(config: GRPORunConfig) -> None:
 
 def run_eval(config: EvalConfig) -> None:
     from backtrack_gym.train.evaluate import evaluate
-    from backtrack_gym.train.report import curve_table
+    from backtrack_gym.train.report import curve_table, problem_set_line, rate
 
     report = evaluate(config, progress=True)
     task, episode = report["settings"]["task"], report["settings"]["episode"]
     settings = ", ".join([f"{task['name']} {task['config']}", *(f"{name} {value}" for name, value in episode.items())])
-    print(f"{config.model} on {config.n} {config.split} problems ({settings})")
+    print(f"{config.model} on the {config.split} split ({settings}):")
+    print(problem_set_line(report["problem_set"]) + "; intervals: 95% percentile bootstrap over the problems")
     for method, summary in report["summary"].items():
         print(f"\n{method}")
-        print(format_table([summary]))
+        print(format_table([{key: value for key, value in summary.items() if key != "intervals"}]))
+        print(format_table([{stat: rate(summary, stat) for stat in summary["intervals"]}]))
     print("\nsolve rate against compute (mean per problem)")
     print(format_table(curve_table(report["curves"])))
+    if report["breakdown"]:
+        print(f"\nsolve rate per {report['breakdown']['by']}")
+        print(format_table(report["breakdown"]["groups"]))
     if config.output_dir:
         print(f"results, curves.png and TensorBoard scalars in {config.output_dir}/")
 
@@ -69,22 +74,30 @@ def run_main_job(config: ExperimentConfig) -> None:
 
     from backtrack_gym.train.common import TENSORBOARD_DIR
     from backtrack_gym.train.experiment import run_experiment
-    from backtrack_gym.train.report import stage_table
+    from backtrack_gym.train.report import problem_set_line, stage_table, with_interval
 
     start = time.perf_counter()
     results = run_experiment(config, progress=True)
     evaluation = config.eval
-    print(f"\nheld-out solve rate after SFT and after GRPO ({evaluation.n} problems each): greedy, then")
+    first = next(iter(results["arms"].values()))["sft"]["problem_set"]
+    print(f"\nheld-out solve rate after SFT and after GRPO, on {problem_set_line(first)}: greedy, then")
     print(
         f"sampled (pass@1) and pass@k over {evaluation.samples} samples a problem"
-        f" at temperature {evaluation.sampling.temperature}"
+        f" at temperature {evaluation.sampling.temperature}; [95% interval: bootstrap over "
+        + ("seeds, then problems]" if config.seeds else "problems]")
     )
     for arm in config.arms:
         print(format_table(stage_table(results, arm)))
+    for row in results["differences"]:
+        if row["stat"] == "solve_rate":
+            paired = "paired" if row["paired"] else "unpaired"
+            print(f"{row['to']} - {row['from']}, {row['method']}: {with_interval(row['difference'], row)} ({paired})")
     stem = Path(config.output_dir) / config.name
     print(f"wall time {(time.perf_counter() - start) / 60:.1f} min; results in {stem}.json and {stem}.md")
+    runs = [Path(config.for_seed(seed).output_dir) for seed in config.seeds] or [Path(config.output_dir)]
     logs = [
-        str(Path(config.output_dir) / arm / stage / TENSORBOARD_DIR)
+        str(run / arm / stage / TENSORBOARD_DIR)
+        for run in runs
         for arm in config.arms
         for stage in results["arms"][arm]
     ]

@@ -90,6 +90,8 @@ class Task(ABC, Generic[Problem, State, Step]):
     max_line_chars: int = 256
     max_observation_chars: int = 1024
     default_max_steps: int = 64
+    # The field of problem_to_dict held-out results are broken down by (CountDown's target); None: none.
+    breakdown_key: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -109,6 +111,16 @@ class Task(ABC, Generic[Problem, State, Step]):
     @abstractmethod
     def problem_from_dict(self, data: Mapping[str, Any]) -> Problem:
         """Inverse of :meth:`problem_to_dict`; raises ``ValueError`` on bad data."""
+
+    def problem_key(self, problem: Problem) -> str:
+        """A canonical text of ``problem``: two problems are the same exactly when their keys are
+        equal (an evaluation counts each once). By default the sorted JSON of :meth:`problem_to_dict`."""
+        return json.dumps(self.problem_to_dict(problem), sort_keys=True)
+
+    def split_size(self, split: str) -> int | None:
+        """How many distinct problems (by :meth:`problem_key`) ``split`` holds, where that is finite
+        and cheap to count exactly; None otherwise (the default)."""
+        return None
 
     # rules
     @abstractmethod

@@ -20,10 +20,11 @@ from backtrack_gym.config import build_config  # noqa: E402
 from backtrack_gym.envs import make_task  # noqa: E402
 from backtrack_gym.envs.core import TextEnv, play_completion  # noqa: E402
 from backtrack_gym.settings import EpisodeConfig, TaskConfig  # noqa: E402
-from backtrack_gym.train.evaluate import EvalConfig, _Evaluator, answer_key, evaluate  # noqa: E402
+from backtrack_gym.train.evaluate import EvalConfig, _Evaluator, answer_key, distinct_problems, evaluate  # noqa: E402
 from backtrack_gym.train.experiment import ExperimentConfig, run_experiment  # noqa: E402
 from backtrack_gym.train.models import build_model, model_config  # noqa: E402
-from backtrack_gym.train.report import accuracy_within  # noqa: E402
+from backtrack_gym.train.report import accuracy_within, stage_table  # noqa: E402
+from backtrack_gym.train.statistics import mean_interval  # noqa: E402
 from backtrack_gym.train.tokenizer import build_tokenizer  # noqa: E402
 
 TASK_CONFIG = {"num_count": 3, "number_max": 9, "target_min": 10, "target_max": 40}
@@ -173,6 +174,69 @@ def test_evaluate_every_method_writes_json_plot_and_tensorboard(tiny_model_dir, 
     assert "tiny/best_of_n/accuracy_vs_tokens" in events.Tags()["scalars"]
 
 
+def test_countdown_problems_are_the_same_in_any_order_and_its_split_is_counted():
+    task = make_task("countdown", **TASK_CONFIG)
+    one, other = (task.problem_from_dict({"numbers": numbers, "target": 13}) for numbers in ([3, 4, 1], [1, 4, 3]))
+    assert task.problem_key(one) == task.problem_key(other)
+    assert task.problem_key(one) != task.problem_key(task.problem_from_dict({"numbers": [3, 4, 1], "target": 12}))
+    # the split's count is exact: scanning far past it finds just as many
+    keys = {task.problem_key(task.generate(index, "test")) for index in range(3000)}
+    assert task.split_size("test") == len(keys)
+    assert make_task("countdown").split_size("test") is None  # four numbers of 1..99: not counted
+
+
+def test_distinct_problems_skips_repeats_and_says_how_far_it_scanned(monkeypatch):
+    task = make_task("countdown", **TASK_CONFIG)
+    drawn = distinct_problems(task, "test", 40)
+    keys = [task.problem_key(problem) for problem in drawn.problems]
+    assert len(set(keys)) == len(keys) == 40
+    assert drawn.scanned > 40  # the split repeats problems within its first items
+    assert drawn.indices[0] == 0 and drawn.indices[-1] == drawn.scanned - 1
+    assert [task.generate(index, "test") for index in drawn.indices] == drawn.problems
+    # a split smaller than asked for: its every problem, found well before the scan limit
+    every = distinct_problems(task, "test", 500)
+    assert len(every.problems) == every.in_split == task.split_size("test") < 500
+    assert every.scanned < every.scan_limit == 25_000
+    # uncounted, the scan stops at its limit and the split holds at least what it found
+    monkeypatch.setattr(task, "split_size", lambda split: None)
+    capped = distinct_problems(task, "test", 500, scan_limit=300)
+    assert capped.scanned == 300 and len(capped.problems) < 300 and capped.in_split is None
+
+
+def test_an_evaluation_counts_each_distinct_problem_once_with_intervals_and_targets(tiny_model_dir, tmp_path):
+    config = eval_config(tiny_model_dir, n=30, methods=["greedy", "sample"], samples=2, episode={"max_new_tokens": 8})
+    report = evaluate(replace_output(config, tmp_path))
+    problem_set = report["problem_set"]
+    assert problem_set["distinct"] == problem_set["requested"] == 30 and problem_set["scanned"] > 30
+    task = make_task("countdown", **TASK_CONFIG)
+    assert problem_set["in_split"] == task.split_size("test")
+    records = report["problems"]
+    assert len({task.problem_key(task.problem_from_dict(r["problem"])) for r in records}) == 30
+    assert all(task.generate(r["index"], "test") == task.problem_from_dict(r["problem"]) for r in records)
+    # every rate and curve point carries the bootstrap interval of its per-problem outcomes
+    greedy = report["summary"]["greedy"]
+    solved = report["outcomes"]["summary"]["greedy"]["solve_rate"]
+    assert solved == [float(r["greedy"]["solved"]) for r in records]
+    assert tuple(greedy["intervals"]["solve_rate"].values()) == mean_interval(solved)
+    assert set(report["summary"]["sample"]["intervals"]) == {"solve_rate", "pass@1", "pass@2", "maj@1", "maj@2"}
+    for points in report["curves"].values():
+        assert all(p["ci_low"] <= p["accuracy"] <= p["ci_high"] for p in points)
+    # the breakdown by target: every problem once, the rates averaging to the whole
+    breakdown = report["breakdown"]
+    assert breakdown["by"] == "target"
+    groups = breakdown["groups"]
+    assert [g["target"] for g in groups] == sorted({r["problem"]["target"] for r in records})
+    assert sum(g["problems"] for g in groups) == 30
+    overall = sum(g["problems"] * g["greedy solve_rate"] for g in groups) / 30
+    assert overall == pytest.approx(greedy["solve_rate"])
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    assert saved["breakdown"] == json.loads(json.dumps(breakdown)) and saved["problem_set"] == problem_set
+
+
+def replace_output(config, path):
+    return dataclasses.replace(config, output_dir=str(path))
+
+
 def test_eval_config_rejects_unknown_methods():
     with pytest.raises(ValueError, match="methods"):
         EvalConfig(methods=["beam"]).validate()
@@ -275,6 +339,26 @@ def test_accuracy_within_takes_the_best_affordable_point():
     assert accuracy_within(points, 40) == 0.5
 
 
+def test_experiment_seeds_come_from_a_flag_and_must_differ():
+    import argparse
+
+    from backtrack_gym.config import add_config_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, ExperimentConfig)
+    config = config_from_args(ExperimentConfig, parser.parse_args(["--seeds", "0,1,2", "--output-dir", "runs/x"]))
+    assert config.seeds == [0, 1, 2]
+    assert (config.for_seed(1).seed, config.for_seed(1).seeds, config.for_seed(1).output_dir) == (
+        1,
+        [],
+        "runs/x/seed-1",
+    )
+    with pytest.raises(ValueError, match="seeds must differ"):
+        config_from_args(ExperimentConfig, parser.parse_args(["--seeds", "1,1"]))
+    with pytest.raises(ValueError, match="seeds must be non-negative"):
+        config_from_args(ExperimentConfig, parser.parse_args(["--seeds", "-1"]))
+
+
 def test_experiment_config_rejects_bad_arms():
     with pytest.raises(ValueError, match="arms.a: unknown sections"):
         build_config(ExperimentConfig, {"arms": {"a": {"style": "dfs"}}}).validate()
@@ -338,6 +422,69 @@ def test_experiment_trains_evaluates_and_resumes(tmp_path):
     values["arms"]["direct"]["sft"]["trace_options"] = {"max_lines": 3}
     with pytest.raises(ValueError, match="other settings"):
         run_experiment(build_config(ExperimentConfig, values))
+
+
+def test_an_experiment_over_seeds_gives_each_seed_and_their_mean_with_two_level_intervals(tmp_path):
+    import numpy as np
+
+    torch.set_num_threads(1)
+    values = {
+        "name": "tiny",
+        "task": {"config": TASK_CONFIG},
+        "arms": {"direct": {"sft": {"style": "direct"}}},
+        "model": "tiny",
+        "output_dir": str(tmp_path),
+        "seeds": [0, 1],
+        "episode": {"max_new_tokens": 16},
+        "sft": {"n_train": 32, "batch_size": 16},
+        "grpo": {"trainer": {"optimizer_steps": 1}, "num_generations": 2, "prompts_per_step": 2},
+        "eval": {"n": 12, "samples": 2},
+    }
+    results = run_experiment(build_config(ExperimentConfig, values))
+    assert results["seeds"] == [0, 1]
+    for seed in (0, 1):  # each seed is a whole experiment in its own directory
+        assert json.loads((tmp_path / f"seed-{seed}" / "tiny.json").read_text())["config"]["seed"] == seed
+        assert (tmp_path / f"seed-{seed}" / "direct" / "grpo" / "stage.json").is_file()
+    sft = results["arms"]["direct"]["sft"]
+    runs = [sft["seeds"][seed]["summary"] for seed in ("0", "1")]
+    assert sft["summary"]["greedy"]["solve_rate"] == pytest.approx(np.mean([r["greedy"]["solve_rate"] for r in runs]))
+    # the mean's interval: seeds, then the same problems, resampled from both seeds' outcomes
+    outcomes = [
+        json.loads((tmp_path / f"seed-{seed}" / "direct" / "sft_eval-greedy-sample" / "eval.json").read_text())[
+            "outcomes"
+        ]
+        for seed in (0, 1)
+    ]
+    stacked = np.array([o["summary"]["sample"]["pass@2"] for o in outcomes])
+    assert tuple(sft["summary"]["sample"]["intervals"]["pass@2"].values()) == mean_interval(stacked)
+    curve = np.array([o["curves"]["greedy"][-1] for o in outcomes])
+    assert (sft["curves"]["greedy"][-1]["ci_low"], sft["curves"]["greedy"][-1]["ci_high"]) == mean_interval(curve)
+    assert sum(group["problems"] for group in sft["breakdown"]["groups"]) == sft["problem_set"]["distinct"] == 12
+    # GRPO against SFT: paired within each seed on the same problems, each seed's difference beside the mean
+    (greedy,) = [d for d in results["differences"] if d["method"] == "greedy" and d["stat"] == "solve_rate"]
+    assert (greedy["from"], greedy["to"], greedy["paired"], set(greedy["seeds"])) == (
+        "direct",
+        "direct+GRPO",
+        True,
+        {"0", "1"},
+    )
+    assert greedy["difference"] == pytest.approx(np.mean(list(greedy["seeds"].values())))
+    assert greedy["ci_low"] <= greedy["difference"] <= greedy["ci_high"]
+    saved = json.loads((tmp_path / "tiny.json").read_text())
+    assert saved["arms"] == json.loads(json.dumps(results["arms"]))
+    markdown = (tmp_path / "tiny.md").read_text()
+    assert "Mean over seeds 0, 1" in markdown and "Each seed" in markdown and "Solve rate per target" in markdown
+    assert "| direct | direct+GRPO | greedy | solve_rate |" in markdown
+    table = stage_table(results, "direct")
+    assert [(row["seed"], row["stage"]) for row in table] == [
+        ("0", "sft"),
+        ("1", "sft"),
+        ("0", "grpo"),
+        ("1", "grpo"),
+        ("mean", "sft"),
+        ("mean", "grpo"),
+    ]
+    assert table[-1]["solve_rate"].count("[") == 1
 
 
 def test_main_job_hands_its_grpo_and_env_settings_to_each_stage():

@@ -14,6 +14,12 @@ Methods (``EvalConfig.methods``), each costed in tokens and FLOPs (:mod:`.comput
 - ``search``: self-backtracking search (:mod:`backtrack_gym.agents.search`), one point
   per number of expansions; by default with the paper's temperature, frontier and vote.
 
+The problems are distinct (:func:`distinct_problems`): the split's items are scanned in
+order and each problem counts once, however often the split repeats it. Every solve
+rate, pass@k, maj@k and curve point carries a 95% percentile bootstrap interval over
+the problems (:mod:`.statistics`), and the solve rates are broken down by the task's
+:attr:`~backtrack_gym.envs.core.Task.breakdown_key` (CountDown's target).
+
 A sequential curve needs no extra decoding: an episode cut at ``T`` tokens is the
 same episode's first ``T`` tokens (the sampler's draws do not depend on the budget),
 so its outcome at ``T`` is the replay of its complete lines among them.
@@ -36,10 +42,13 @@ from backtrack_gym.envs.core import TextEnv, play_completion
 from backtrack_gym.settings import EpisodeConfig, SamplingConfig, TaskConfig, UnsetEpisodeConfig, UnsetTaskConfig
 from backtrack_gym.train.compute import DecoderShape
 from backtrack_gym.train.estimators import maj_at_k, pass_at_k
+from backtrack_gym.train.statistics import mean_interval
 
 METHODS = ("greedy", "sample", "search")
 # How a model whose directory names no training settings is played.
 UNTRAINED_EPISODE = {"interaction": "completion", "backtrack": True, "env_steps": 64, "max_new_tokens": 256}
+# An evaluation of n problems scans at most this many times n items for distinct ones.
+SCAN_FACTOR = 50
 
 
 @dataclass
@@ -47,7 +56,8 @@ class EvalSettings(Config):
     """How a model is evaluated: the methods, their samples and the compute curves (an experiment's ``eval:``).
 
     Attributes:
-        n: problems (items ``0..n-1`` of the split).
+        n: distinct problems: the split's items are scanned in order (at most ``50 * n``),
+            each problem kept the first time it appears; fewer when the split holds fewer.
         methods: any of ``greedy``, ``sample`` and ``search`` (see the module docs).
         samples: sampled episodes per problem (``sample``); pass@k and maj@k for k
             in the powers of two up to it.
@@ -93,7 +103,8 @@ class EvalConfig(EvalSettings):
         episode: how episodes are played; each field unset: the model's.
         split: ``test`` (held out) or ``train``.
         seed: seed of the sampler.
-        output_dir: when set, ``eval.json`` (summaries, curves, per-problem records),
+        output_dir: when set, ``eval.json`` (the problems found, summaries and curves with
+            their intervals, the per-target breakdown, per-problem outcomes and records),
             ``curves.png`` and TensorBoard scalars go there.
         label: the model's name in curves and tables (default: the model directory).
     """
@@ -194,15 +205,76 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value))
 
 
-def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None, *, progress: bool = False) -> dict[str, Any]:
-    """Run every method of ``config``; returns ``{"summary", "curves", "problems", "config", "settings"}``
-    (and writes them).
+@dataclass
+class ProblemSet:
+    """The distinct problems an evaluation plays, and how they were found.
 
+    Attributes:
+        indices: each problem's item index in the split (``task.generate(index, split)``).
+        problems: the problems, in the order found.
+        requested: how many distinct problems were asked for.
+        scanned: items of the split scanned to find them.
+        scan_limit: most items the scan would read.
+        in_split: distinct problems the split holds (``Task.split_size``), None where it is
+            not counted; ``len(problems) < requested`` then means none were left within the
+            scan limit, so the split holds at least ``len(problems)``.
+    """
+
+    indices: list[int]
+    problems: list[Any]
+    requested: int
+    scanned: int
+    scan_limit: int
+    in_split: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "distinct": len(self.problems),
+            "requested": self.requested,
+            "scanned": self.scanned,
+            "scan_limit": self.scan_limit,
+            "in_split": self.in_split,
+        }
+
+
+def distinct_problems(task: Any, split: str, n: int, scan_limit: int | None = None) -> ProblemSet:
+    """The first ``n`` distinct problems of ``split``: items 0, 1, 2, ... each kept the first time
+    its :meth:`~backtrack_gym.envs.core.Task.problem_key` appears, until ``n`` are found, every
+    problem of the split is (when it is counted) or ``scan_limit`` items (default ``50 * n``) are read.
+    """
+    limit = SCAN_FACTOR * n if scan_limit is None else scan_limit
+    in_split = task.split_size(split)
+    wanted = n if in_split is None else min(n, in_split)
+    seen: set[str] = set()
+    indices, problems = [], []
+    scanned = 0
+    while len(problems) < wanted and scanned < limit:
+        problem = task.generate(scanned, split)
+        key = task.problem_key(problem)
+        if key not in seen:
+            seen.add(key)
+            indices.append(scanned)
+            problems.append(problem)
+        scanned += 1
+    return ProblemSet(indices, problems, n, scanned, limit, in_split)
+
+
+def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None, *, progress: bool = False) -> dict[str, Any]:
+    """Run every method of ``config``; returns ``{"problem_set", "summary", "curves", "breakdown",
+    "outcomes", "problems", "config", "settings"}`` (and writes them).
+
+    ``problem_set`` says how many distinct problems were found and how (:class:`ProblemSet`).
     ``summary[method]`` holds solve rate, mean tokens and FLOPs, backtracks and invalid
-    steps per episode (plus pass@k and maj@k for ``sample``); ``curves[name]`` lists
-    points ``{tokens, flops, accuracy}`` per compute budget. ``config`` is ``config`` as
-    given, ``settings`` the task and episode it was played with (see
-    :meth:`EvalConfig.as_trained`). ``progress`` shows a progress bar per method on stderr.
+    steps per episode (plus pass@k and maj@k for ``sample``), and under ``intervals``
+    each rate's 95% bootstrap interval ``{ci_low, ci_high}``; ``curves[name]`` lists
+    points ``{tokens, flops, accuracy, ci_low, ci_high}`` per compute budget.
+    ``breakdown`` gives each solve rate per value of the task's breakdown key (None when
+    the task has none). ``outcomes`` holds the per-problem values every interval is drawn
+    from (``summary[method][stat]`` and ``curves[name][point]``, one value per problem,
+    beside the problems' ``keys`` and breakdown ``groups``), so that evaluations of the same
+    problems can be compared problem by problem. ``config`` is ``config`` as given,
+    ``settings`` the task and episode it was played with (see :meth:`EvalConfig.as_trained`).
+    ``progress`` shows a progress bar per method on stderr.
     """
     from backtrack_gym.train.models import load_pretrained
     from backtrack_gym.train.report import write_report
@@ -215,11 +287,17 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None, *, pr
         model = loaded_model if model is None else model
     model.eval()
     evaluator = _Evaluator(config, task_config, episode, model, tokenizer, progress=progress)
-    report: dict[str, Any] = {"summary": {}, "curves": {}, "problems": evaluator.problem_records()}
+    records = evaluator.problem_records()
+    report: dict[str, Any] = {"problem_set": evaluator.problem_set.to_dict(), "summary": {}, "curves": {}}
     for method in config.methods:
         summary, curves = getattr(evaluator, method)()
         report["summary"][method] = summary
         report["curves"].update(curves)
+    outcomes = evaluator.outcomes
+    add_intervals(report["summary"], report["curves"], outcomes)
+    report["breakdown"] = breakdown(evaluator.task.breakdown_key, outcomes)
+    report["outcomes"] = outcomes
+    report["problems"] = records
     report["config"] = asdict(config)
     report["settings"] = {"task": asdict(task_config), "episode": asdict(episode)}
     if config.output_dir:
@@ -246,15 +324,26 @@ class _Evaluator:
         self.tokenizer = tokenizer
         self.task = task = task_config.build()
         self.shape = DecoderShape.from_config(model.config)
-        self.problems = [task.generate(index, config.split) for index in range(config.n)]
+        self.problem_set = distinct_problems(task, config.split, config.n)
+        self.problems = self.problem_set.problems
         self.records: list[dict[str, Any]] = [{} for _ in self.problems]
+        dicts = [task.problem_to_dict(problem) for problem in self.problems]
+        key = task.breakdown_key
+        # Each method's per-problem values, as evaluate() returns them under "outcomes".
+        self.outcomes: dict[str, Any] = {
+            "keys": [task.problem_key(problem) for problem in self.problems],
+            "groups": None if key is None else [data[key] for data in dicts],
+            "summary": {},
+            "curves": {},
+        }
         # The settings of every episode played, and of the replays of cut ones.
         self.env_settings = {"backtrack": episode.backtrack, "max_steps": episode.step_budget}
         self.replay_env = TextEnv(task, interaction="completion", **self.env_settings)
 
     def problem_records(self) -> list[dict[str, Any]]:
-        """Per problem: its index and data, then one entry per method (filled as methods run)."""
-        for index, (problem, record) in enumerate(zip(self.problems, self.records, strict=True)):
+        """Per problem: its item index in the split and its data, then one entry per method (filled
+        as methods run)."""
+        for index, problem, record in zip(self.problem_set.indices, self.problems, self.records, strict=True):
             record.update(index=index, problem=self.task.problem_to_dict(problem))
         return self.records
 
@@ -265,7 +354,8 @@ class _Evaluator:
         records = [self._episode_record(episode, text=True) for (episode,) in episodes]
         for record, episode_record in zip(self.records, records, strict=True):
             record["greedy"] = episode_record
-        return _summary(records), {"greedy": self._sequential_curve(episodes)}
+        self.outcomes["summary"]["greedy"] = {"solve_rate": [float(r["solved"]) for r in records]}
+        return _summary(records), {"greedy": self._sequential_curve("greedy", episodes)}
 
     def sample(self) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
         episodes = self._play(samples=self.config.samples, greedy=False)
@@ -274,8 +364,17 @@ class _Evaluator:
             record["sample"] = samples
         summary = _summary([s for samples in per_problem for s in samples])
         ks = _powers_of_two(self.config.samples)
-        pass_k = {k: statistics.fmean(_pass_at(samples, k) for samples in per_problem) for k in ks}
-        maj_k = {k: statistics.fmean(_maj_at(samples, k) for samples in per_problem) for k in ks}
+        pass_by_problem = {k: [_pass_at(samples, k) for samples in per_problem] for k in ks}
+        maj_by_problem = {k: [_maj_at(samples, k) for samples in per_problem] for k in ks}
+        pass_k = {k: statistics.fmean(values) for k, values in pass_by_problem.items()}
+        maj_k = {k: statistics.fmean(values) for k, values in maj_by_problem.items()}
+        self.outcomes["summary"]["sample"] = {
+            "solve_rate": [statistics.fmean(s["solved"] for s in samples) for samples in per_problem],
+            **{f"pass@{k}": values for k, values in pass_by_problem.items()},
+            **{f"maj@{k}": values for k, values in maj_by_problem.items()},
+        }
+        self.outcomes["curves"]["best_of_n"] = list(pass_by_problem.values())
+        self.outcomes["curves"]["maj_of_n"] = list(maj_by_problem.values())
         summary.update({f"pass@{k}": value for k, value in pass_k.items()})
         summary.update({f"maj@{k}": value for k, value in maj_k.items()})
         cost = {
@@ -285,7 +384,7 @@ class _Evaluator:
             name: [{"n": k, "tokens": k * cost["tokens"], "flops": k * cost["flops"], "accuracy": acc[k]} for k in ks]
             for name, acc in (("best_of_n", pass_k), ("maj_of_n", maj_k))
         }
-        curves["sampled"] = self._sequential_curve(episodes)
+        curves["sampled"] = self._sequential_curve("sampled", episodes)
         return summary, curves
 
     def search(self) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
@@ -296,6 +395,8 @@ class _Evaluator:
         expander = HFExpander(self.model, self.tokenizer, max_batch=config.batch_size)
         for record in self.records:
             record["search"] = {}
+        by_setting = self.outcomes["summary"]["search"] = {}
+        self.outcomes["curves"]["search"] = []
         settings = sorted(set(config.search_expansions))
         for expansions in self._progress_bar("search", settings, unit="setting"):
             search = replace(config.search, expansions=expansions, seed=config.seed)
@@ -319,6 +420,8 @@ class _Evaluator:
             point = {"n": expansions, **{key: statistics.fmean(r[key] for r in rows) for key in ("tokens", "flops")}}
             point["accuracy"] = statistics.fmean(r["solved"] for r in rows)
             points.append(point)
+            by_setting[f"solve_rate@N={expansions}"] = [float(r["solved"]) for r in rows]
+            self.outcomes["curves"]["search"].append(by_setting[f"solve_rate@N={expansions}"])
             summary[f"solve_rate@N={expansions}"] = point["accuracy"]
             summary[f"mean_tokens@N={expansions}"] = point["tokens"]
         summary.update(
@@ -339,7 +442,7 @@ class _Evaluator:
         from backtrack_gym.agents.lm import DecodeConfig, LMAgent
 
         config = self.config
-        jobs = [index for index in range(config.n) for _ in range(samples)]
+        jobs = [index for index in self.problem_set.indices for _ in range(samples)]
         episodes: list[Any] = []
         bar = self._progress_bar("greedy" if greedy else "sample", total=len(jobs), unit="episode")
         for start in range(0, len(jobs), config.batch_size):
@@ -360,7 +463,7 @@ class _Evaluator:
                 episodes += agent.rollout(envs, seed=config.seed, options=[{"index": index} for index in batch])
             bar.update(len(batch))
         bar.close()
-        return [episodes[i * samples : (i + 1) * samples] for i in range(config.n)]
+        return [episodes[i * samples : (i + 1) * samples] for i in range(len(self.problems))]
 
     def _progress_bar(self, method: str, iterable: Any = None, *, total: int | None = None, unit: str) -> Any:
         """A tqdm bar on stderr for one method (a silent one without ``progress``)."""
@@ -384,15 +487,17 @@ class _Evaluator:
             record["text"] = written
         return record
 
-    def _sequential_curve(self, episodes: list[list[Any]]) -> list[dict[str, float]]:
-        """Solve rate and mean cost of the episodes cut at each token budget."""
+    def _sequential_curve(self, name: str, episodes: list[list[Any]]) -> list[dict[str, float]]:
+        """Solve rate and mean cost of the episodes cut at each token budget (the curve ``name``)."""
         points = []
+        self.outcomes["curves"][name] = []
         for budget in token_budgets(self.config.budgets, self.episode.max_new_tokens):
-            outcomes = [
-                self._cut(episode, problem, budget)
+            by_problem = [
+                [self._cut(episode, problem, budget) for episode in group]
                 for problem, group in zip(self.problems, episodes, strict=True)
-                for episode in group
             ]
+            self.outcomes["curves"][name].append([statistics.fmean(o["solved"] for o in cut) for cut in by_problem])
+            outcomes = [outcome for cut in by_problem for outcome in cut]
             points.append(
                 {
                     "budget": budget,
@@ -441,6 +546,50 @@ def _split_tokens(episode: Any, budget: int | None = None) -> tuple[list[int], l
         else:
             env_tokens.append(token)
     return model_tokens, env_tokens
+
+
+def add_intervals(summary: dict[str, Any], curves: dict[str, list[dict[str, Any]]], outcomes: dict[str, Any]) -> None:
+    """Add to each rate of ``summary`` (under ``summary[method]["intervals"]``) and to each point
+    of ``curves`` its 95% bootstrap interval ``{ci_low, ci_high}``, drawn from ``outcomes``' values:
+    one per problem, or a (seeds, problems) array, resampled over seeds then problems."""
+    for method, stats in outcomes["summary"].items():
+        summary[method]["intervals"] = {stat: _interval(values) for stat, values in stats.items()}
+    for name, per_point in outcomes["curves"].items():
+        for point, values in zip(curves[name], per_point, strict=True):
+            point.update(_interval(values))
+
+
+def _interval(values: Any) -> dict[str, float]:
+    low, high = mean_interval(values)
+    return {"ci_low": low, "ci_high": high}
+
+
+def breakdown(key: str | None, outcomes: dict[str, Any]) -> dict[str, Any] | None:
+    """Each solve rate of ``outcomes`` per value of the problems' breakdown ``key`` (CountDown: per
+    target), as ``{"by": key, "groups": [{key: value, "problems": count, "<method> <rate>": rate}]}``
+    sorted by value; None when the task has no breakdown key.
+
+    A value of ``outcomes["summary"]`` may be a (seeds, problems) array: a group's rate is
+    then the mean over seeds and its problems.
+    """
+    if key is None or outcomes["groups"] is None:
+        return None
+    import numpy as np
+
+    groups = outcomes["groups"]
+    rates = {
+        f"{method} {stat}": np.atleast_2d(np.asarray(values, dtype=float))
+        for method, stats in outcomes["summary"].items()
+        for stat, values in stats.items()
+        if stat.startswith("solve_rate")
+    }
+    rows = []
+    for value in sorted(set(groups), key=lambda v: (str(type(v)), v)):
+        members = [i for i, group in enumerate(groups) if group == value]
+        rows.append(
+            {key: value, "problems": len(members), **{name: float(t[:, members].mean()) for name, t in rates.items()}}
+        )
+    return {"by": key, "groups": rows}
 
 
 def _summary(records: list[dict[str, Any]]) -> dict[str, float]:

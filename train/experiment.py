@@ -6,7 +6,15 @@ result to its own directory and is reused when found, so a killed experiment res
 where it stopped and experiments sharing an ``output_dir`` share their models (the
 GRPO experiment reuses the SFT models of the comparison). The results go to
 ``<name>.json``, ``<name>.md`` (tables) and ``<name>.png`` (solve rate against
-compute, one line per arm and method). The main job (``backtrack-gym run``) is the
+compute, one line per arm and method, each with its 95% interval as a band). The
+results give every rate with its interval and, for SFT against GRPO of an arm and for
+two arms' same stage, the difference with a paired interval (the same problems
+resampled together; :mod:`.statistics`).
+
+With ``seeds``, the whole experiment runs once per seed, each in
+``<output_dir>/seed-<k>/`` with its own results there, and ``<output_dir>/<name>.*``
+give each seed's values and their mean, whose intervals come from a two-level
+bootstrap: seeds, then problems. The main job (``backtrack-gym run``) is the
 experiment :data:`MAIN_CONFIG` describes.
 """
 
@@ -21,13 +29,22 @@ from pathlib import Path
 from typing import Any
 
 from backtrack_gym.agents.search import SearchConfig
-from backtrack_gym.config import Config, build_config, check_choice, load_yaml, prefixed, section_values
+from backtrack_gym.config import (
+    Config,
+    build_config,
+    check_at_least,
+    check_choice,
+    load_yaml,
+    prefixed,
+    section_values,
+)
 from backtrack_gym.settings import EpisodeConfig, TaskConfig, UnsetEpisodeConfig, UnsetTaskConfig
 from backtrack_gym.train.data import atomic_write
-from backtrack_gym.train.evaluate import EvalConfig, EvalSettings, evaluate
+from backtrack_gym.train.evaluate import EvalConfig, EvalSettings, add_intervals, breakdown, evaluate
 from backtrack_gym.train.grpo_config import GRPORunConfig, GRPOSettings, grpo_trainer_defaults
-from backtrack_gym.train.report import plot_experiment, results_markdown
+from backtrack_gym.train.report import plot_experiment, results_markdown, stage_label, widest_pass_at
 from backtrack_gym.train.sft import SFTRunConfig, SFTSettings, sft_trainer_defaults
+from backtrack_gym.train.statistics import difference_interval
 
 PLOT_CURVES = ("greedy", "sampled", "best_of_n", "maj_of_n", "search")
 # The sections an arm may override, and the settings class of each.
@@ -62,6 +79,10 @@ class ExperimentConfig(Config):
         model: preset size trained from scratch (or a pretrained model path).
         output_dir: run directory; one sub-directory per arm and stage.
         seed: seed of data, weights and sampling.
+        seeds: seeds to run the whole experiment with (each as ``seed``), each in
+            ``<output_dir>/seed-<k>``; the results then give each seed's values and their
+            mean, with intervals over seeds and problems. Empty: one run, with ``seed``,
+            in ``output_dir`` itself.
         arms: arm name -> overrides of the ``sft``, ``grpo`` and ``eval`` sections for that
             arm, e.g. ``{dfs: {sft: {style: dfs, n_train: 6000}}}``; an arm trains GRPO when
             its ``grpo.trainer.optimizer_steps`` is above 0.
@@ -79,6 +100,7 @@ class ExperimentConfig(Config):
     model: str = "1M"
     output_dir: str = "runs/experiments/countdown"
     seed: int = 0
+    seeds: list[int] = field(default_factory=list)
     arms: dict[str, Any] = field(
         default_factory=lambda: {"direct": {"sft": {"style": "direct"}}, "dfs": {"sft": {"style": "dfs"}}}
     )
@@ -94,6 +116,9 @@ class ExperimentConfig(Config):
         if not self.arms:
             raise ValueError("arms: an experiment needs at least one arm")
         check_choice("plot", self.plot, PLOT_CURVES)
+        check_at_least(self, 0, "seed", "seeds")
+        if len(set(self.seeds)) < len(self.seeds):
+            raise ValueError(f"seeds must differ, got {self.seeds}")
         for arm in self.arms:
             stages = [(self.sft_config(arm), "sft"), (self.eval_config(arm, "model", "eval"), "eval")]
             if self.arm_has_grpo(arm):
@@ -116,6 +141,10 @@ class ExperimentConfig(Config):
         if unknown:
             raise ValueError(f"arms.{arm}: unknown sections {unknown}; known: {sorted(SECTIONS)}")
         return build_config(SECTIONS[name], spec.get(name, {}), base=getattr(self, name), path=f"arms.{arm}.{name}")
+
+    def for_seed(self, seed: int) -> ExperimentConfig:
+        """The run of one of ``seeds``: this experiment with that ``seed``, in ``<output_dir>/seed-<seed>``."""
+        return replace(self, seed=seed, seeds=[], output_dir=str(Path(self.output_dir) / f"seed-{seed}"))
 
     def arm_has_grpo(self, arm: str) -> bool:
         return self.arm_section(arm, "grpo").trainer.optimizer_steps > 0
@@ -165,19 +194,33 @@ def main_config() -> ExperimentConfig:
 
 
 def run_experiment(config: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Train and evaluate every arm (reusing finished stages); write and return the results.
+    """Train and evaluate every arm (reusing finished stages), under each of ``seeds`` when it is
+    set; write and return the results.
 
     ``progress`` shows the evaluations' progress bars on stderr (the trainers show theirs anyway).
     """
     config.validate()
+    if not config.seeds:
+        return _run_arms(config, progress)[0]
+    runs = {seed: _run_arms(config.for_seed(seed), progress) for seed in config.seeds}
+    results = aggregate_seeds(config, runs)
+    _write_results(config, results)
+    return results
+
+
+def _run_arms(config: ExperimentConfig, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One run of every arm under ``config.seed``: its results (written) and each stage's
+    per-problem outcomes (``outcomes[arm][stage]``, as :func:`~.evaluate.evaluate` gives them)."""
     results: dict[str, Any] = {"config": asdict(config), "arms": {}}
+    outcomes: dict[str, dict[str, Any]] = {}
     for arm in config.arms:
         results["arms"][arm] = arm_results = {}
+        outcomes[arm] = {}
         model = _stage(
             Path(config.output_dir) / arm / "sft", config.sft_config(arm), lambda arm=arm: _train_sft(config, arm)
         )
         sft_eval = config.eval_config(arm, str(model["path"]), "sft_eval")
-        arm_results["sft"] = _evaluate_stage(sft_eval, model, progress)
+        arm_results["sft"], outcomes[arm]["sft"] = _evaluate_stage(sft_eval, model, progress)
         if config.arm_has_grpo(arm):
             tuned = _stage(
                 Path(config.output_dir) / arm / "grpo",
@@ -185,14 +228,165 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = False) -> dict[
                 lambda arm=arm, path=model["path"]: _train_grpo(config, arm, str(path)),
             )
             grpo_eval = config.eval_config(arm, str(tuned["path"]), "grpo_eval")
-            arm_results["grpo"] = _evaluate_stage(grpo_eval, tuned, progress)
+            arm_results["grpo"], outcomes[arm]["grpo"] = _evaluate_stage(grpo_eval, tuned, progress)
+    results["differences"] = stage_differences(outcomes)
+    _write_results(config, results)
+    return results, outcomes
+
+
+def _write_results(config: ExperimentConfig, results: dict[str, Any]) -> None:
     output = Path(config.output_dir)
     text = json.dumps(results, indent=1, default=str)
     atomic_write(output / f"{config.name}.json", lambda path: path.write_text(text))
     plot_experiment(results, output / f"{config.name}.png")
     markdown = results_markdown(results)
     atomic_write(output / f"{config.name}.md", lambda path: path.write_text(markdown))
-    return results
+
+
+def compared_stages(outcomes: dict[str, dict[str, Any]]) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """The ``((arm, stage), (arm, stage))`` pairs an experiment compares: SFT then GRPO of each
+    arm, and each two arms' same stage (in the arms' order)."""
+    pairs = [((arm, "sft"), (arm, "grpo")) for arm, stages in outcomes.items() if "grpo" in stages]
+    arms = list(outcomes)
+    for i, first in enumerate(arms):
+        for second in arms[i + 1 :]:
+            pairs += [
+                ((first, s), (second, s)) for s in ("sft", "grpo") if s in outcomes[first] and s in outcomes[second]
+            ]
+    return pairs
+
+
+def headline_stats(outcome: dict[str, Any]) -> list[tuple[str, str]]:
+    """The ``(method, stat)`` an experiment compares stages on: every solve rate, and the widest
+    pass@k and maj@k."""
+    stats = []
+    for method, values in outcome["summary"].items():
+        widest = widest_pass_at(values)
+        widest_maj = widest and "maj@" + widest[5:]
+        stats += [(method, stat) for stat in values if stat.startswith("solve_rate") or stat in (widest, widest_maj)]
+    return stats
+
+
+def stage_differences(outcomes: dict[str, dict[str, Any]], seeds: list[int] | None = None) -> list[dict[str, Any]]:
+    """Each compared pair's difference (``to`` minus ``from``) in each headline stat both have, with
+    its 95% interval: paired (the problems resampled together, and within each drawn seed) when
+    both evaluated the same problems, else the two resampled independently.
+
+    ``outcomes[arm][stage]`` holds per-problem values, or (seeds, problems) arrays of the same
+    problems under each of ``seeds``; each row then also gives each seed's difference.
+    """
+    import numpy as np
+
+    rows = []
+    for (arm_a, stage_a), (arm_b, stage_b) in compared_stages(outcomes):
+        first, second = outcomes[arm_a][stage_a], outcomes[arm_b][stage_b]
+        paired = first["keys"] == second["keys"]
+        shared = [stat for stat in headline_stats(first) if stat in headline_stats(second)]
+        for method, stat in shared:
+            before = np.atleast_2d(np.asarray(first["summary"][method][stat], dtype=float))
+            after = np.atleast_2d(np.asarray(second["summary"][method][stat], dtype=float))
+            low, high = difference_interval(before, after, paired=paired)
+            row = {
+                "from": stage_label(arm_a, stage_a),
+                "to": stage_label(arm_b, stage_b),
+                "method": method,
+                "stat": stat,
+                "difference": float(after.mean() - before.mean()),
+                "ci_low": low,
+                "ci_high": high,
+                "paired": paired,
+            }
+            if seeds:
+                by_seed = after.mean(axis=1) - before.mean(axis=1)
+                row["seeds"] = {str(seed): float(value) for seed, value in zip(seeds, by_seed, strict=True)}
+            rows.append(row)
+    return rows
+
+
+SEEDS_INTERVAL = (
+    "95% percentile bootstrap over seeds, then problems: each resample draws the seeds with replacement, "
+    "then the (shared) problems with replacement"
+)
+
+
+def aggregate_seeds(config: ExperimentConfig, runs: dict[int, tuple[dict[str, Any], dict[str, Any]]]) -> dict[str, Any]:
+    """The results of ``runs`` (seed -> ``_run_arms``' results and outcomes) together: per arm and
+    stage, the mean over seeds of every value, with two-level bootstrap intervals (seeds, then
+    problems; :mod:`.statistics`), and each seed's summary under ``seeds``; the stage differences
+    likewise, paired within each seed on the same problems.
+
+    Every seed evaluates the same problems (the held-out set does not depend on the seed); a
+    run that did not is an error.
+    """
+    import numpy as np
+
+    seeds = list(runs)
+    first_results = runs[seeds[0]][0]
+    arms: dict[str, Any] = {}
+    stacked: dict[str, dict[str, Any]] = {}
+    for arm, stages in first_results["arms"].items():
+        arms[arm], stacked[arm] = {}, {}
+        for stage, first in stages.items():
+            results = [runs[seed][0]["arms"][arm][stage] for seed in seeds]
+            outcomes = [runs[seed][1][arm][stage] for seed in seeds]
+            if any(outcome["keys"] != outcomes[0]["keys"] for outcome in outcomes):
+                raise ValueError(f"{stage_label(arm, stage)}: the seeds' evaluations hold different problems")
+            table = {
+                "keys": outcomes[0]["keys"],
+                "groups": outcomes[0]["groups"],
+                "summary": {
+                    method: {stat: np.array([o["summary"][method][stat] for o in outcomes]) for stat in stats}
+                    for method, stats in outcomes[0]["summary"].items()
+                },
+                "curves": {
+                    name: [np.array([o["curves"][name][i] for o in outcomes]) for i in range(len(points))]
+                    for name, points in outcomes[0]["curves"].items()
+                },
+            }
+            summary = {method: _mean_record([r["summary"][method] for r in results]) for method in first["summary"]}
+            curves = {
+                name: [_mean_record([r["curves"][name][i] for r in results]) for i in range(len(points))]
+                for name, points in first["curves"].items()
+            }
+            add_intervals(summary, curves, table)
+            key = first["breakdown"] and first["breakdown"]["by"]
+            arms[arm][stage] = {
+                "problem_set": first["problem_set"],
+                "summary": summary,
+                "curves": curves,
+                "breakdown": breakdown(key, table),
+                "train_seconds": float(np.mean([r["train_seconds"] for r in results])),
+                "seeds": {
+                    str(seed): {"summary": r["summary"], "train_seconds": r["train_seconds"]}
+                    for seed, r in zip(seeds, results, strict=True)
+                },
+            }
+            stacked[arm][stage] = table
+    return {
+        "config": asdict(config),
+        "seeds": seeds,
+        "interval": SEEDS_INTERVAL,
+        "arms": arms,
+        "differences": stage_differences(stacked, seeds),
+    }
+
+
+# Fields that name a summary's or curve point's setting rather than measure it.
+_SETTING_KEYS = ("budget", "n", "rounds", "temperature", "frontier", "vote")
+
+
+def _mean_record(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The mean over seeds of each measured number of a summary or curve point (settings as they are;
+    intervals are drawn anew from the outcomes)."""
+    import statistics
+
+    mean = {}
+    for key, value in records[0].items():
+        if key in ("intervals", "ci_low", "ci_high"):
+            continue
+        measured = isinstance(value, (int, float)) and not isinstance(value, bool) and key not in _SETTING_KEYS
+        mean[key] = statistics.fmean(r[key] for r in records) if measured else value
+    return mean
 
 
 def _stage(directory: Path, config: Any, train: Any) -> dict[str, Any]:
@@ -226,15 +420,15 @@ def _train_grpo(config: ExperimentConfig, arm: str, model: str) -> Path:
     return run_grpo(config.grpo_config(arm, model))
 
 
-def _evaluate_stage(eval_config: EvalConfig, stage: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """The stage's evaluation summary and curves; an ``eval.json`` of the same config is reused."""
+def _evaluate_stage(
+    eval_config: EvalConfig, stage: dict[str, Any], progress: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The stage's evaluation result (its problems, summary, curves and breakdown) and per-problem
+    outcomes; an ``eval.json`` of the same config is reused (unless written before evaluations
+    drew distinct problems and kept their outcomes)."""
     saved = Path(eval_config.output_dir) / "eval.json"
-    if saved.exists():
-        report = json.loads(saved.read_text())
-        if report.get("config") == json.loads(json.dumps(asdict(eval_config))):
-            return _stage_result(report, stage)
-    return _stage_result(evaluate(eval_config, progress=progress), stage)
-
-
-def _stage_result(report: dict[str, Any], stage: dict[str, Any]) -> dict[str, Any]:
-    return {"summary": report["summary"], "curves": report["curves"], "train_seconds": stage["train_seconds"]}
+    report = json.loads(saved.read_text()) if saved.exists() else {}
+    if report.get("config") != json.loads(json.dumps(asdict(eval_config))) or "outcomes" not in report:
+        report = evaluate(eval_config, progress=progress)
+    result = {key: report[key] for key in ("problem_set", "summary", "curves", "breakdown")}
+    return {**result, "train_seconds": stage["train_seconds"]}, report["outcomes"]

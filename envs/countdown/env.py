@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import string
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from backtrack_gym.envs.core import Invalid, Move, Task, TextEnv, env_config
 from backtrack_gym.envs.countdown import grammar, rules
-from backtrack_gym.envs.countdown.generator import CountDownConfig, CountDownProblem, generate
+from backtrack_gym.envs.countdown.generator import CountDownConfig, CountDownProblem, distinct_problems, generate
 from backtrack_gym.envs.expr import Value, evaluate, format_value
 
 State = tuple[Value, ...]
@@ -22,6 +23,7 @@ class CountDownTask(Task[CountDownProblem, State, rules.Step]):
     charset = string.ascii_letters + string.digits + " +-*/=()|:<>\n[],#'."
     max_line_chars = 128
     default_max_steps = 16
+    breakdown_key = "target"
 
     def __init__(self, config: CountDownConfig | None = None):
         self.config = (config or CountDownConfig()).validate()
@@ -35,6 +37,13 @@ class CountDownTask(Task[CountDownProblem, State, rules.Step]):
 
     def problem_to_dict(self, problem: CountDownProblem) -> dict[str, Any]:
         return problem.to_dict()
+
+    def problem_key(self, problem: CountDownProblem) -> str:
+        # The same numbers in any order make the same problem.
+        return json.dumps({"numbers": sorted(problem.numbers), "target": problem.target})
+
+    def split_size(self, split: str) -> int | None:
+        return distinct_problems(self.config, split)
 
     def problem_from_dict(self, data: Mapping[str, Any]) -> CountDownProblem:
         problem = CountDownProblem.from_dict(data)

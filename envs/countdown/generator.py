@@ -53,6 +53,8 @@ HELD_OUT_RULES = ("research", "hash")
 # Targets of a config's range; the split's targets are found by scanning sets of numbers.
 MAX_TARGETS = 10_000
 MAX_SCANNED_SETS = 20_000
+# Sets of numbers distinct_problems checks at most (about 2 s for ten thousand sets of four).
+MAX_COUNTED_SETS = 10_000
 # How many held-out problems the degenerate-split check profiles (as split_profile does).
 PROFILE_SIZE = 500
 
@@ -338,6 +340,33 @@ def held_out_effective_targets(config: CountDownConfig) -> float:
 @lru_cache(maxsize=64)
 def _profiled_effective_targets(config: CountDownConfig) -> float:
     return split_profile(config, PROFILE_SIZE, "test").effective_targets
+
+
+@lru_cache(maxsize=64)
+def distinct_problems(config: CountDownConfig, split: str) -> int | None:
+    """How many distinct problems (numbers in any order, and a target) ``split`` holds, or None
+    where counting them is not cheap and exact.
+
+    Exact for the research generator with up to four numbers, whose problems are every set
+    of numbers that reaches one of the split's targets using all of them (any such set is
+    drawn with some chance); counted when there are at most ``MAX_COUNTED_SETS`` sets. The
+    constructive generator reaches targets by random steps, whose reach is not counted.
+    """
+    sizes = config.number_max - config.number_min + 1
+    if (
+        config.generator != "research"
+        or config.num_count > 4
+        or math.comb(sizes + config.num_count - 1, config.num_count) > MAX_COUNTED_SETS
+    ):
+        return None
+    targets = frozenset(drawable_targets(config, split))
+    count = 0
+    for numbers in itertools.combinations_with_replacement(
+        range(config.number_min, config.number_max + 1), config.num_count
+    ):
+        reached = targets & reachable_values(config.rules, numbers)
+        count += len(reached if config.use_all_numbers else reached - set(numbers))
+    return count
 
 
 @dataclass(frozen=True)
