@@ -167,6 +167,7 @@ def test_evaluate_every_method_writes_json_plot_and_tensorboard(tiny_model_dir, 
     # the greedy curve's last budget covers whole episodes: it is the greedy solve rate
     assert report["curves"]["greedy"][-1]["accuracy"] == report["summary"]["greedy"]["solve_rate"]
     saved = json.loads((out / "eval.json").read_text())
+    assert saved["environment"]["packages"]["torch"] and saved["config"]["seed"] == 0  # what it was measured with
     assert saved["summary"] == json.loads(json.dumps(report["summary"]))
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     events = EventAccumulator(str(out / "tensorboard"))

@@ -40,6 +40,7 @@ from backtrack_gym.config import Config, build_config, check_at_least, check_cho
 from backtrack_gym.envs import TASK_ENV_IDS
 from backtrack_gym.envs.core import TextEnv, play_completion
 from backtrack_gym.settings import EpisodeConfig, SamplingConfig, TaskConfig, UnsetEpisodeConfig, UnsetTaskConfig
+from backtrack_gym.train.common import run_environment
 from backtrack_gym.train.compute import DecoderShape
 from backtrack_gym.train.estimators import maj_at_k, pass_at_k
 from backtrack_gym.train.statistics import mean_interval
@@ -299,6 +300,7 @@ def evaluate(config: EvalConfig, model: Any = None, tokenizer: Any = None, *, pr
     report["outcomes"] = outcomes
     report["problems"] = records
     report["config"] = asdict(config)
+    report["environment"] = run_environment()  # with config.seed: what the numbers were measured with
     report["settings"] = {"task": asdict(task_config), "episode": asdict(episode)}
     if config.output_dir:
         write_report(report, Path(config.output_dir), config.label or Path(config.model).name)

@@ -39,6 +39,7 @@ from backtrack_gym.config import (
     section_values,
 )
 from backtrack_gym.settings import EpisodeConfig, TaskConfig, UnsetEpisodeConfig, UnsetTaskConfig
+from backtrack_gym.train.common import run_environment
 from backtrack_gym.train.data import atomic_write
 from backtrack_gym.train.evaluate import EvalConfig, EvalSettings, add_intervals, breakdown, evaluate
 from backtrack_gym.train.grpo_config import GRPORunConfig, GRPOSettings, grpo_trainer_defaults
@@ -211,7 +212,7 @@ def run_experiment(config: ExperimentConfig, *, progress: bool = False) -> dict[
 def _run_arms(config: ExperimentConfig, progress: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     """One run of every arm under ``config.seed``: its results (written) and each stage's
     per-problem outcomes (``outcomes[arm][stage]``, as :func:`~.evaluate.evaluate` gives them)."""
-    results: dict[str, Any] = {"config": asdict(config), "arms": {}}
+    results: dict[str, Any] = {"config": asdict(config), "environment": run_environment(), "arms": {}}
     outcomes: dict[str, dict[str, Any]] = {}
     for arm in config.arms:
         results["arms"][arm] = arm_results = {}
@@ -364,6 +365,7 @@ def aggregate_seeds(config: ExperimentConfig, runs: dict[int, tuple[dict[str, An
             stacked[arm][stage] = table
     return {
         "config": asdict(config),
+        "environment": run_environment(),
         "seeds": seeds,
         "interval": SEEDS_INTERVAL,
         "arms": arms,
