@@ -57,16 +57,28 @@ class KVCacheDecoder:
         self.mask[row, column] = 0
 
     def forward(
-        self, tokens: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], pad_positions: Sequence[int]
+        self,
+        tokens: Sequence[Sequence[int]],
+        positions: Sequence[Sequence[int]],
+        pad_positions: Sequence[int],
+        *,
+        share_rows: bool = False,
     ) -> tuple[list[int], torch.Tensor]:
         """Feed each row its ``tokens`` at ``positions``, left-padded into one block.
 
         A row's pads sit at its ``pad_positions`` entry (any position: they are masked).
         Returns the cache column of each row's first new token and the logits of the
         block's last column, float32 ``[rows, vocab]``.
+
+        With ``share_rows``, on the first forward (an empty cache), rows fed the same
+        tokens at the same positions are computed once and their KV cache and logits
+        copied to each of them: a GRPO group's generations share one prompt. The result
+        is the same up to float rounding (the matmuls see fewer rows).
         """
         import torch
 
+        if share_rows and self.cache is None:
+            return self._forward_shared(tokens, positions, pad_positions)
         width = max(len(row) for row in tokens)
         ids, position_ids, new_mask, starts = [], [], [], []
         for row, row_positions, pad_position in zip(tokens, positions, pad_positions, strict=True):
@@ -92,6 +104,27 @@ class KVCacheDecoder:
         )
         self.cache = out.cache
         return starts, out.logits[:, -1].float()
+
+    def _forward_shared(
+        self, tokens: Sequence[Sequence[int]], positions: Sequence[Sequence[int]], pad_positions: Sequence[int]
+    ) -> tuple[list[int], torch.Tensor]:
+        import torch
+
+        firsts: dict[tuple, int] = {}  # (tokens, positions, pad position) -> index among the distinct rows
+        source = [
+            firsts.setdefault((tuple(row), tuple(at), pad), len(firsts))
+            for row, at, pad in zip(tokens, positions, pad_positions, strict=True)
+        ]
+        if len(firsts) == len(tokens):
+            return self.forward(tokens, positions, pad_positions)
+        distinct = list(firsts)
+        # The distinct rows decode as a batch of their own, then every row takes its source's cache.
+        self.mask = self.mask[[source.index(k) for k in range(len(distinct))]]
+        starts, logits = self.forward([d[0] for d in distinct], [d[1] for d in distinct], [d[2] for d in distinct])
+        rows = torch.tensor(source, device=self.device)
+        self.cache.batch_select_indices(rows)
+        self.mask = self.mask[rows]
+        return [starts[k] for k in source], logits[rows]
 
 
 def sample(

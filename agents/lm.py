@@ -63,12 +63,16 @@ class DecodeConfig(SamplingConfig):
         stop_at_eos: eos ends the episode (a pending line is sent first). When
             False, eos is never sampled (as ``min_new_tokens`` does in ``generate``).
         seed: seeds the sampler's generator; None draws from torch's default one.
+        share_prefill: encode the envs' identical first observations once and copy the
+            KV cache to each of their rows (a GRPO group's). Episodes are the same up to
+            float rounding in the log-probabilities.
     """
 
     greedy: bool = False
     max_line_tokens: int = 64
     stop_at_eos: bool = True
     seed: int | None = None
+    share_prefill: bool = False
 
     def check(self) -> None:
         super().check()
@@ -264,7 +268,7 @@ class LMAgent:
         completion = batch.interaction == "completion"
         with torch.inference_mode():
             while any(row.active for row in rows):
-                scores = self._feed(decoder, rows)
+                scores = self._feed(decoder, rows, share_rows=self.decoding.share_prefill)
                 writing = [i for i, row in enumerate(rows) if row.writing]
                 if writing:
                     tokens, logprobs = self._sample(scores, writing, rows)
@@ -277,12 +281,13 @@ class LMAgent:
     # --- one token ---------------------------------------------------------------
 
     @staticmethod
-    def _feed(decoder: KVCacheDecoder, rows: list[_Row]) -> torch.Tensor:
+    def _feed(decoder: KVCacheDecoder, rows: list[_Row], share_rows: bool = False) -> torch.Tensor:
         """Feed every row's queued slots in one forward pass; the next-token logits of each row."""
         starts, logits = decoder.forward(
             [[row.fed[slot] for slot in row.queue] for row in rows],
             [[row.position[slot] for slot in row.queue] for row in rows],
             [row.next_position for row in rows],
+            share_rows=share_rows,
         )
         for row, start in zip(rows, starts, strict=True):
             for column, slot in enumerate(row.queue, start=start):

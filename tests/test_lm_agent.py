@@ -197,6 +197,37 @@ def test_vector_env_and_pinned_problem(model, tokenizer):
     vector.close()
 
 
+def test_shared_prefill_plays_the_same_episodes_with_one_prompt_encode_per_group(model, tokenizer):
+    problems = [PROBLEM] * 3 + [{"numbers": [2, 5, 7], "target": 70}] * 3
+    batch_sizes = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: batch_sizes.append(len(kwargs["input_ids"])), with_kwargs=True
+    )
+
+    def play(share_prefill):
+        batch_sizes.clear()
+        agent = LMAgent(model, tokenizer, DecodeConfig(seed=4, share_prefill=share_prefill), max_new_tokens=30)
+        episodes = agent.rollout(
+            make_envs(6, interaction="step", max_steps=3), options=[{"problem": p} for p in problems]
+        )
+        return episodes, batch_sizes[0]
+
+    try:
+        (plain, plain_rows), (shared, shared_rows) = play(False), play(True)
+    finally:
+        hook.remove()
+    assert (plain_rows, shared_rows) == (6, 2)
+    for a, b in zip(plain, shared, strict=True):
+        assert (a.prompt_ids, a.completion_ids, a.masked_from, a.lines) == (
+            b.prompt_ids,
+            b.completion_ids,
+            b.masked_from,
+            b.lines,
+        )
+        assert b.logprobs == pytest.approx(a.logprobs, abs=1e-4)
+    assert len({tuple(e.completion_ids) for e in shared}) > 2  # the rows went their own ways after the prompt
+
+
 def test_vector_env_same_step_autoreset_reports_the_final_info(tokenizer, model):
     vector = gym.make_vec(ENV_ID, num_envs=2, vector_kwargs={"autoreset_mode": gym.vector.AutoresetMode.SAME_STEP})
     script = Script(tokenizer, ["3 * 8 = 24\n", "3 + 8 = 11\n"])

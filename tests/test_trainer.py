@@ -65,11 +65,30 @@ def test_tokenize_row_masks_prompt_and_spans():
         ({"resample_rounds": 1, "episode": {"interaction": "completion"}}, "resample_rounds applies to the step path"),
         ({"sft_coef": -0.1}, "sft_coef must be non-negative"),
         ({"sft_batch_size": 0}, "sft_batch_size must be at least 1"),
+        ({"reference_bf16": True, "beta": 0.0}, "reference_bf16 applies only with beta above 0"),
+        ({"torch_compile": "maybe"}, "torch_compile: cannot read"),
     ],
 )
 def test_grpo_config_rejects_bad_values(fields, message):
     with pytest.raises(ValueError, match=message):
         build_config(GRPORunConfig, fields).validate()
+
+
+def test_speed_options_reach_trl_and_the_rollout():
+    from trl import GRPOConfig
+
+    from backtrack_gym.train.grpo_config import grpo_arguments
+
+    default = grpo_config(model="tiny-model-dir-unchecked")
+    assert (default.torch_compile, default.reference_bf16, default.share_prefill) == (False, False, True)
+    fast = grpo_config(torch_compile=True, reference_bf16=True, beta=0.04, share_prefill=False)
+    arguments = grpo_arguments(fast, output_dir="unused")
+    assert arguments["torch_compile"] is True
+    # TRL builds only the reference from model_init_kwargs (the policy is passed built).
+    assert arguments["model_init_kwargs"] == {"dtype": "bfloat16"}
+    assert "model_init_kwargs" not in grpo_arguments(default, output_dir="unused")
+    trl_args = GRPOConfig(**grpo_arguments(fast, output_dir="unused", report_to=[]))
+    assert trl_args.torch_compile and trl_args.model_init_kwargs == {"dtype": "bfloat16"}
 
 
 @pytest.mark.slow
@@ -140,7 +159,7 @@ class _Trainer:
 
     def __init__(self, model):
         self.model = model
-        self.accelerator = SimpleNamespace(unwrap_model=lambda model: model, num_processes=1, process_index=0)
+        self.accelerator = SimpleNamespace(unwrap_model=lambda model, **_: model, num_processes=1, process_index=0)
         self.state = SimpleNamespace(global_step=0)
         self.metrics = {}
 

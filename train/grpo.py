@@ -166,6 +166,13 @@ def grpo_model_card(config: GRPORunConfig) -> str:
 
 def run_grpo(config: GRPORunConfig) -> Path:
     """Train and save the model (with its tokenizer) to ``<output_dir>/final``; returns that path."""
+    trainer, checkpoint = grpo_trainer(config)
+    train_from_checkpoint(trainer, checkpoint)
+    return save_final(trainer, trainer.model, trainer.processing_class, Path(config.output_dir), config)
+
+
+def grpo_trainer(config: GRPORunConfig) -> tuple[Any, str | None]:
+    """The GRPO trainer of ``config``, ready to train, and the checkpoint it resumes from (None: a fresh run)."""
     from trl import GRPOConfig
 
     from backtrack_gym.envs import TextEnv
@@ -205,6 +212,4 @@ def run_grpo(config: GRPORunConfig) -> Path:
         callbacks=[tensorboard, _samples_callback(samples, tensorboard)],
         rollout_func=rollout,
     )
-    train_from_checkpoint(trainer, checkpoint)
-
-    return save_final(trainer, trainer.model, tokenizer, output, config)
+    return trainer, checkpoint

@@ -38,6 +38,7 @@ TRL_FIELDS = (
     "top_entropy_quantile",
     "entropy_coef",
     "use_vllm",
+    "torch_compile",
 )
 
 
@@ -84,6 +85,17 @@ class GRPOSettings(Config):
         sft_batch_size: traces in each step's supervised batch.
         samples_to_log: completions written to TensorBoard at each log.
         use_vllm: generate with vLLM (GPU only; single-turn path).
+        torch_compile: compile the policy's and the reference model's training forward and
+            backward with ``torch.compile`` (the rollout decodes uncompiled). Log-probs are
+            the same up to float rounding, but the first steps pay for compiling (see
+            ``bench/grpo_step_bench.py``), so it is off by default.
+        reference_bf16: run the reference model, which the KL term is measured against, in
+            bfloat16 instead of the policy's dtype: half its memory and, on CPUs with bf16
+            matrix units (AMX) or GPUs, less time, but the KL is rounded. Only with ``beta``
+            above 0.
+        share_prefill: step path: encode each group's shared prompt once and copy its KV
+            cache to the group's rows (the prompt is a third of a rollout's tokens). The
+            episodes are the same up to float rounding.
     """
 
     trainer: TrainerConfig = field(default_factory=grpo_trainer_defaults)
@@ -105,6 +117,9 @@ class GRPOSettings(Config):
     sft_batch_size: int = 32
     samples_to_log: int = 4
     use_vllm: bool = False
+    torch_compile: bool = False
+    reference_bf16: bool = False
+    share_prefill: bool = True
 
     def check(self) -> None:
         from backtrack_gym.rewards import check_weights
@@ -117,6 +132,8 @@ class GRPOSettings(Config):
         check_positive(self, "epsilon_high")
         check_fraction(self, "top_entropy_quantile", include_one=True)
         check_choice("loss_type", self.loss_type, LOSS_TYPES)
+        if self.reference_bf16 and self.beta == 0:
+            raise ValueError("reference_bf16 applies only with beta above 0 (beta 0 drops the reference model)")
         try:
             check_weights(self.reward_weights)
         except ValueError as err:
@@ -178,6 +195,8 @@ def episode_settings(config: GRPORunConfig) -> dict[str, Any]:
 
 def grpo_arguments(config: GRPORunConfig, **fields: Any) -> dict[str, Any]:
     """TRL ``GRPOConfig`` fields for ``config``, plus ``fields`` (what the run adds: ``output_dir``, ...)."""
+    # TRL builds the reference with ``model_init_kwargs`` (the policy comes built), by default in the policy's dtype.
+    reference = {"model_init_kwargs": {"dtype": "bfloat16"}} if config.reference_bf16 else {}
     return {
         **{name: getattr(config, name) for name in TRL_FIELDS},
         **dataclasses.asdict(config.sampling),
@@ -185,5 +204,6 @@ def grpo_arguments(config: GRPORunConfig, **fields: Any) -> dict[str, Any]:
         "per_device_train_batch_size": config.prompts_per_step * config.num_generations,
         "max_completion_length": config.episode.max_new_tokens,
         "seed": config.seed,
+        **reference,
         **fields,
     }

@@ -53,7 +53,8 @@ class StepRollout:
         size = config.num_generations
         step = trainer.state.global_step
         prompts = list(prompts)
-        model = trainer.accelerator.unwrap_model(trainer.model)
+        # The rollout decodes uncompiled: torch_compile is for the training forward's fixed shapes.
+        model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
         was_training = model.training
         model.eval()
         try:
@@ -103,7 +104,11 @@ class StepRollout:
             scores[:, bksp] = float("-inf")
             return scores
 
-        decoding = DecodeConfig(**dataclasses.asdict(config.sampling), seed=config.seed * 1_000_003 + stream)
+        decoding = DecodeConfig(
+            **dataclasses.asdict(config.sampling),
+            seed=config.seed * 1_000_003 + stream,
+            share_prefill=config.share_prefill,
+        )
         env_args = {"interaction": "step", **episode_settings(config), **config.task.config}
         envs = [gym.make(TASK_ENV_IDS[config.task.name], **env_args) for _ in problems]
         try:
