@@ -190,8 +190,9 @@ def _add_flags(parser: Any, cls: type, defaults: Any, prefix: str) -> None:
     sections = []
     for item in dataclasses.fields(cls):
         default = getattr(defaults, item.name) if defaults is not None else None
-        if section_class(hints[item.name]) is not None:
-            sections.append((item.name, section_class(hints[item.name]), default))
+        section = section_class(hints[item.name])
+        if section is not None:
+            sections.append((item.name, section, default))
             continue
         help_text = f"{docs.get(item.name, '')} (default: {default!r})".replace("%", "%%")
         metavar = getattr(_kind(hints[item.name]), "__name__", "VALUE").upper()
@@ -336,14 +337,3 @@ def check_style(name: str, style: str, task: Task) -> None:
     styles = styles_for(task)
     if style not in styles:
         raise ValueError(f"{name} must be one of {sorted(styles)} for {task.name}, got {style!r}")
-
-
-def renamed(err: ValueError, names: Mapping[str, str]) -> ValueError:
-    """``err`` with the field its message starts with renamed by ``names`` (a message about a
-    config built from another's fields then names the field that was set)."""
-    message = str(err)
-    head, space, rest = message.partition(" ")
-    field = re.match(r"[\w.]*", head).group(0)
-    if field not in names:
-        return err
-    return ValueError(names[field] + head[len(field) :] + space + rest)

@@ -74,9 +74,10 @@ class EpisodeConfig(Config):
         """``env_steps``, or ``max_new_tokens // 2`` (at least 1) when it is 0."""
         return self.env_steps or max(1, self.max_new_tokens // 2)
 
-    def env_kwargs(self) -> dict[str, Any]:
-        """The text env's keyword arguments for these settings."""
-        return {"interaction": self.interaction, "backtrack": self.backtrack, "max_steps": self.step_budget}
+    def env_settings(self) -> dict[str, Any]:
+        """The text env's keyword arguments every interaction shares (the backtrack action and the
+        step budget); an episode and the completion-mode replay of a cut one both take them."""
+        return {"backtrack": self.backtrack, "max_steps": self.step_budget}
 
 
 @dataclass
@@ -112,15 +113,15 @@ def unset_fields(config_class: type) -> type:
     model was trained) takes this form: ``over(base)`` lays the fields that were set
     over a complete ``config_class``, which is then checked as a whole.
     """
-    hints = dataclasses.fields(config_class)
+    base_fields = dataclasses.fields(config_class)
 
     def over(self: Any, base: Any) -> Any:
-        given = {item.name: getattr(self, item.name) for item in hints if getattr(self, item.name) is not None}
+        given = {item.name: getattr(self, item.name) for item in base_fields if getattr(self, item.name) is not None}
         return dataclasses.replace(base, **given)
 
     unset = dataclasses.make_dataclass(
         f"Unset{config_class.__name__}",
-        [(item.name, f"{_hint(item)} | None", field(default=None)) for item in hints],
+        [(item.name, f"{_hint(item)} | None", field(default=None)) for item in base_fields],
         bases=(Config,),
         namespace={"over": over, "__module__": config_class.__module__},
     )

@@ -339,7 +339,7 @@ class _Evaluator:
             "curves": {},
         }
         # The settings of every episode played, and of the replays of cut ones.
-        self.env_settings = {"backtrack": episode.backtrack, "max_steps": episode.step_budget}
+        self.env_settings = episode.env_settings()
         self.replay_env = TextEnv(task, interaction="completion", **self.env_settings)
 
     def problem_records(self) -> list[dict[str, Any]]:

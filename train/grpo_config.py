@@ -186,8 +186,7 @@ def episode_settings(config: GRPORunConfig) -> dict[str, Any]:
     ``validity`` to charge for invalid steps), and an invalid step does not end the episode.
     """
     return {
-        "backtrack": config.episode.backtrack,
-        "max_steps": config.episode.step_budget,
+        **config.episode.env_settings(),
         "invalid_policy": "ignore",
         "reward_weights": config.reward_weights,
     }
