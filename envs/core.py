@@ -10,6 +10,8 @@ both. An episode's reward is a weighted sum of the terms of :mod:`backtrack_gym.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -19,6 +21,15 @@ from typing import Any, Generic, Literal, TypeVar, get_args, get_origin
 import gymnasium as gym
 from gymnasium.error import ResetNeeded
 
+from backtrack_gym.envs.snapshot import (
+    TextEnvSnapshot,
+    check_same,
+    field_values,
+    rng_from_state,
+    rng_state,
+    set_fields,
+    thaw,
+)
 from backtrack_gym.envs.terms import DEFAULT_WEIGHTS, EpisodeStats, breakdown, check_weights
 from backtrack_gym.envs.text_space import TextSpace
 
@@ -180,6 +191,18 @@ class Task(ABC, Generic[Problem, State, Step]):
     def state_from_info(self, data: Any) -> State:
         """Inverse of :meth:`state_info`, so agents can act from ``info`` alone."""
         return data
+
+    def stack_info(self, states: Sequence[State]) -> dict[str, Any]:
+        """A JSON-serialisable view of an episode's state stack (start first), for env snapshots.
+
+        By default ``{"states": [state_info(state), ...]}``; a task whose states share
+        something of the episode (Math's math-verify budget) adds it.
+        """
+        return {"states": [self.state_info(state) for state in states]}
+
+    def stack_from_info(self, problem: Problem, data: Mapping[str, Any]) -> list[State]:
+        """Inverse of :meth:`stack_info`; raises ``ValueError``, ``KeyError`` or ``TypeError`` on bad data."""
+        return [self.state_from_info(state) for state in data["states"]]
 
     def coerce_problem(self, problem: Any) -> Problem:
         """Accept a problem object, its dict, or its JSON text (as a data set column).
@@ -530,6 +553,136 @@ class TextEnv(gym.Env[str, str]):
             print(text)
             return None
         return text
+
+    def snapshot(self) -> TextEnvSnapshot:
+        """This env's state now, immutable and JSON-able (see :mod:`backtrack_gym.envs.snapshot`).
+
+        Raises:
+            gymnasium.error.ResetNeeded: before the first ``reset``.
+            ValueError: when a counter holds something that is no JSON data (it is named).
+        """
+        if self.episode is None:
+            raise ResetNeeded("call reset() before snapshot(): there is no episode yet")
+        episode = self.episode
+        return TextEnvSnapshot(
+            task=self.task.name,
+            config=task_config(self.task),
+            settings=self._settings(),
+            problem=self.task.problem_to_dict(self.problem),
+            stack=self.task.stack_info(episode.states),
+            stats=field_values(episode.stats),
+            episode=field_values(episode, EPISODE_OWN),
+            turns=self.turns,
+            done=self.done,
+            last=None if self.last is None else _result_data(self.last),
+            invalid_lines=self.invalid_lines,
+            reward_terms=self.reward_terms,
+            rng=rng_state(self._np_random, self._np_random_seed),
+        )
+
+    def restore(self, snapshot: TextEnvSnapshot | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Put this env at the point of ``snapshot`` (or of its ``to_dict()`` data), taken from
+        this env or from one made with the same task, config and settings.
+
+        Returns the observation and ``info`` the env returned at that point; from there it
+        steps as the env the snapshot was taken from did, step for step. (Through
+        ``gym.make``'s wrappers, step only after a first ``reset``: they check the order.)
+
+        Raises:
+            ValueError: when the snapshot is of another task, config or settings, or a field
+                of it is not what this env could have held (the field is named). The env is
+                unchanged then.
+        """
+        snapshot = TextEnvSnapshot.from_dict(snapshot)
+        task = self.task
+        if snapshot.task != task.name:
+            raise ValueError(f"the snapshot is of a {snapshot.task!r} env; this env plays {task.name!r}")
+        check_same("config", snapshot.config, task_config(task))
+        check_same("settings", snapshot.settings, self._settings())
+        try:
+            problem = task.coerce_problem(thaw(snapshot.problem))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"snapshot field 'problem' is no {task.name} problem: {err}") from None
+        episode = Episode(task, problem, backtrack=self.backtrack, backtrack_token=self.backtrack_token)
+        try:
+            states = task.stack_from_info(problem, thaw(snapshot.stack))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"snapshot field 'stack' is no {task.name} state stack: {err!r}") from None
+        if not states or states[0] != episode.states[0]:
+            raise ValueError("snapshot field 'stack' does not start at the problem's initial state")
+        episode.states = list(states)
+        set_fields(episode.stats, snapshot.stats, "stats")
+        set_fields(episode, snapshot.episode, "episode", EPISODE_OWN)
+        reward_terms = thaw(snapshot.reward_terms)
+        if reward_terms != breakdown(episode.stats, self.reward_weights):
+            raise ValueError("snapshot field 'reward_terms' does not follow from its 'stats' under this env's weights")
+        last = None if snapshot.last is None else _result_from_data(snapshot.last)
+        generator, seed = rng_from_state(snapshot.rng)
+        # Every check passed: only now does the env change.
+        self.problem, self.episode, self.turns, self.done = problem, episode, snapshot.turns, snapshot.done
+        self.last, self.invalid_lines, self.reward_terms = last, thaw(snapshot.invalid_lines), reward_terms
+        self._np_random, self._np_random_seed = generator, seed
+        return self._observation(), self._info()
+
+    def fork(self) -> TextEnv:
+        """A new env at this env's point: the same task, settings and state, stepping and
+        resetting on its own from here (the task, which keeps no episode state, is shared).
+
+        Raises:
+            gymnasium.error.ResetNeeded: before the first ``reset``.
+        """
+        twin = copy.copy(self)
+        twin.action_space = copy.deepcopy(self.action_space)
+        twin.observation_space = copy.deepcopy(self.observation_space)
+        twin.reward_weights = dict(self.reward_weights)
+        twin.restore(self.snapshot())
+        return twin
+
+    def _observation(self) -> str:
+        """The observation the last ``reset`` or ``step`` returned."""
+        if self.turns == 0:
+            return self.task.prompt(self.problem)
+        return self.task.render(self.problem, self.episode.state)
+
+    def _settings(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in SNAPSHOT_SETTINGS}
+
+
+# What an Episode holds that a snapshot keeps in fields of its own; its other public
+# attributes are counters, copied as they are.
+EPISODE_OWN = frozenset({"task", "problem", "backtrack", "backtrack_token", "states", "stats"})
+# The TextEnv settings that decide what a step does: a snapshot restores where they are equal.
+SNAPSHOT_SETTINGS = (
+    "split",
+    "interaction",
+    "backtrack",
+    "backtrack_token",
+    "max_steps",
+    "invalid_policy",
+    "reward_weights",
+    "max_action_chars",
+    "max_turns",
+)
+
+
+def task_config(task: Task) -> dict[str, Any]:
+    """The fields of ``task.config`` (every task here has one), or {} for a task without one."""
+    config = getattr(task, "config", None)
+    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+
+
+def _result_data(result: StepResult) -> dict[str, Any]:
+    invalid = None if result.invalid is None else field_values(result.invalid)
+    return {**field_values(result, frozenset({"invalid"})), "invalid": invalid}
+
+
+def _result_from_data(data: Mapping[str, Any]) -> StepResult:
+    values = thaw(data)
+    try:
+        invalid = values.pop("invalid")
+        return StepResult(**values, invalid=None if invalid is None else Invalid(**invalid))
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"snapshot field 'last' is no step result: {err}") from None
 
 
 def env_config(

@@ -8,7 +8,8 @@ MLP, an LM sampled one token per step) plays the same envs with the same rewards
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium as gym
@@ -16,6 +17,7 @@ import numpy as np
 from gymnasium import spaces
 
 from backtrack_gym.envs.core import BKSP, TextEnv
+from backtrack_gym.envs.snapshot import TokenEnvSnapshot, check_same
 
 
 class TokenEnv(gym.Wrapper):
@@ -159,6 +161,66 @@ class TokenEnv(gym.Wrapper):
         if len(self.pending) >= self.max_action_tokens:
             return self._send()
         return self._observation(), 0.0, False, False, self._with_pending(self.info)
+
+    def snapshot(self) -> TokenEnvSnapshot:
+        """This env's state now: the text env's snapshot, and the tokens shown and pending
+        (see :mod:`backtrack_gym.envs.snapshot`).
+
+        Raises:
+            gymnasium.error.ResetNeeded: before the first ``reset``.
+        """
+        return TokenEnvSnapshot(
+            env=self.env.unwrapped.snapshot(),
+            settings=self._token_settings(),
+            context=self.context,
+            pending=self.pending,
+            done=self.done,
+        )
+
+    def restore(self, snapshot: TokenEnvSnapshot | Mapping[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Put this env (and its text env) at the point of ``snapshot`` or of its ``to_dict()``
+        data; returns the observation and ``info`` it returned there. Wrappers between this
+        env and the text env keep their own state (``gym.make``'s check only the order).
+
+        Raises:
+            ValueError: when the snapshot is of other token settings (vocabulary, special
+                ids, window, action cap) or its text env's does not fit the text env (see
+                :meth:`TextEnv.restore <backtrack_gym.envs.core.TextEnv.restore>`).
+        """
+        snapshot = TokenEnvSnapshot.from_dict(snapshot)
+        check_same("token settings", snapshot.settings, self._token_settings())
+        for name in ("context", "pending"):
+            if any(token >= self.vocab_size for token in getattr(snapshot, name)):
+                raise ValueError(f"snapshot field {name!r} holds a token id outside [0, {self.vocab_size})")
+        _, info = self.env.unwrapped.restore(snapshot.env)
+        self.context, self.pending, self.info = list(snapshot.context), list(snapshot.pending), info
+        self.done = snapshot.done
+        return self._observation(), self._with_pending(info)
+
+    def fork(self) -> TokenEnv:
+        """A new token env at this env's point, around a fork of the unwrapped text env
+        (wrappers in between are left out); the tokenizer is shared.
+
+        Raises:
+            gymnasium.error.ResetNeeded: before the first ``reset``.
+        """
+        snapshot = self.snapshot()
+        twin = copy.copy(self)
+        twin.env = self.env.unwrapped.fork()
+        twin.action_space = copy.deepcopy(self.action_space)
+        twin.observation_space = copy.deepcopy(self.observation_space)
+        twin.restore(snapshot)
+        return twin
+
+    def _token_settings(self) -> dict[str, Any]:
+        return {
+            "vocab_size": self.vocab_size,
+            "bksp_id": self.bksp_id,
+            "eos_id": self.eos_id,
+            "pad_id": self.pad_id,
+            "max_length": self.max_length,
+            "max_action_tokens": self.max_action_tokens,
+        }
 
     def _send(
         self, *, last: int | None = None, stop: bool = False

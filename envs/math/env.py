@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -139,6 +140,20 @@ class MathTask(Task[MathProblem, MathState, Step]):
 
     def state_from_info(self, data: Mapping[str, Any]) -> MathState:
         return MathState(tuple(data["lines"]), data["answer"], LatexBudget(self.config.latex_timeout))
+
+    def stack_info(self, states: Sequence[MathState]) -> dict[str, Any]:
+        """The states and the seconds of math-verify the episode has spent (its states share one budget)."""
+        budget = states[0].latex_budget
+        return {**super().stack_info(states), "latex_spent": None if budget is None else budget.spent}
+
+    def stack_from_info(self, problem: MathProblem, data: Mapping[str, Any]) -> list[MathState]:
+        spent, budget = data["latex_spent"], None
+        if spent is not None:
+            if isinstance(spent, bool) or not isinstance(spent, (int, float)) or not spent >= 0:
+                raise ValueError(f"latex_spent must be a non-negative number of seconds, got {spent!r}")
+            budget = LatexBudget(self.config.latex_timeout)
+            budget.charge(spent)
+        return [replace(state, latex_budget=budget) for state in super().stack_from_info(problem, data)]
 
 
 class MathEnv(TextEnv):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
+from backtrack_gym.envs.snapshot import SudokuGridSnapshot, rng_from_state, rng_state
 from backtrack_gym.envs.sudoku.env import SudokuEnv
 from backtrack_gym.envs.sudoku.generator import SudokuConfig
 from backtrack_gym.envs.sudoku.rules import Step, candidate_masks
@@ -130,6 +132,45 @@ class SudokuGridEnv(gym.Env[np.ndarray, np.int64]):
         placements = (masks[:, None] >> np.arange(size)) & 1
         can_undo = self.text_env.backtrack and len(episode.states) > 1
         return np.append(placements.reshape(-1).astype(bool), can_undo)
+
+    def snapshot(self) -> SudokuGridSnapshot:
+        """This env's state now: the text env's snapshot, whether the episode has ended, and
+        this env's own ``np_random`` (see :mod:`backtrack_gym.envs.snapshot`).
+
+        Raises:
+            gymnasium.error.ResetNeeded: before the first ``reset``.
+        """
+        rng = rng_state(self._np_random, self._np_random_seed)
+        return SudokuGridSnapshot(env=self.text_env.snapshot(), done=self.done, rng=rng)
+
+    def restore(self, snapshot: SudokuGridSnapshot | Mapping[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
+        """Put this env at the point of ``snapshot`` or of its ``to_dict()`` data; returns the
+        observation and ``info`` it returned there.
+
+        Raises:
+            ValueError: as :meth:`SudokuEnv.restore <backtrack_gym.envs.core.TextEnv.restore>`
+                (another config or settings, or a field that does not fit).
+        """
+        snapshot = SudokuGridSnapshot.from_dict(snapshot)
+        generator, seed = rng_from_state(snapshot.rng)
+        _, info = self.text_env.restore(snapshot.env)
+        self.done = snapshot.done
+        self._np_random, self._np_random_seed = generator, seed
+        return self._observation(), self._with_mask(info)
+
+    def fork(self) -> SudokuGridEnv:
+        """A new grid env at this env's point, stepping and resetting on its own from here.
+
+        Raises:
+            gymnasium.error.ResetNeeded: before the first ``reset``.
+        """
+        snapshot = self.snapshot()
+        twin = copy.copy(self)
+        twin.text_env = self.text_env.fork()
+        twin.action_space = copy.deepcopy(self.action_space)
+        twin.observation_space = copy.deepcopy(self.observation_space)
+        twin.restore(snapshot)
+        return twin
 
     def render(self) -> str | None:
         return self.text_env.render()
