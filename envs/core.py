@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ import gymnasium as gym
 from gymnasium.error import ResetNeeded
 
 from backtrack_gym.envs.snapshot import (
+    FrozenDict,
     TextEnvSnapshot,
     check_same,
     field_values,
@@ -632,8 +634,7 @@ class TextEnv(gym.Env[str, str]):
             gymnasium.error.ResetNeeded: before the first ``reset``.
         """
         twin = copy.copy(self)
-        twin.action_space = copy.deepcopy(self.action_space)
-        twin.observation_space = copy.deepcopy(self.observation_space)
+        twin.action_space, twin.observation_space = _space_copy(self.action_space), _space_copy(self.observation_space)
         twin.reward_weights = dict(self.reward_weights)
         twin.restore(self.snapshot())
         return twin
@@ -665,10 +666,30 @@ SNAPSHOT_SETTINGS = (
 )
 
 
-def task_config(task: Task) -> dict[str, Any]:
-    """The fields of ``task.config`` (every task here has one), or {} for a task without one."""
+def task_config(task: Task) -> FrozenDict:
+    """The fields of ``task.config`` (every task here has one), frozen; empty for a task without one."""
     config = getattr(task, "config", None)
-    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else {}
+    if not dataclasses.is_dataclass(config):
+        return FrozenDict()
+    try:
+        hash(config)
+    except TypeError:  # a config that is not frozen: nothing to cache by
+        return FrozenDict(dataclasses.asdict(config), "config")
+    return _frozen_config(config)
+
+
+@functools.lru_cache(maxsize=64)
+def _frozen_config(config: Any) -> FrozenDict:
+    # A snapshot is taken at every node of a search: the config, which does not change, is frozen once.
+    return FrozenDict(dataclasses.asdict(config), "config")
+
+
+def _space_copy(space: TextSpace) -> TextSpace:
+    """A text space that samples on its own: its character tables (never changed) are shared,
+    its generator copied (a deep copy of the tables would be most of a fork's time)."""
+    twin = copy.copy(space)
+    twin._np_random = copy.deepcopy(space._np_random)
+    return twin
 
 
 def _result_data(result: StepResult) -> dict[str, Any]:

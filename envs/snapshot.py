@@ -29,12 +29,20 @@ SNAPSHOT_VERSION = 1
 
 
 class FrozenDict(Mapping[str, Any]):
-    """An immutable, hashable mapping of frozen JSON data (a JSON object in a snapshot)."""
+    """An immutable, hashable mapping of frozen JSON data (a JSON object in a snapshot).
+
+    Its values are frozen when it is made (``where`` names it in errors), so a
+    FrozenDict is frozen all the way down and :func:`freeze` takes it as it is.
+    """
 
     __slots__ = ("_items",)
 
-    def __init__(self, items: Mapping[str, Any] | None = None):
-        self._items = dict(items or {})
+    def __init__(self, items: Mapping[str, Any] | None = None, where: str = "a FrozenDict"):
+        self._items: dict[str, Any] = {}
+        for key, value in (items or {}).items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where} has the key {key!r}; a snapshot's JSON objects have string keys")
+            self._items[key] = freeze(value, f"{where}.{key}")
 
     def __getitem__(self, key: str) -> Any:
         return self._items[key]
@@ -58,17 +66,14 @@ def freeze(value: Any, where: str) -> Any:
     Raises ``ValueError`` naming ``where`` (the path to the value) for anything that is
     no JSON data (a set, an object, a dict with a key that is no string).
     """
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or isinstance(value, (bool, int, float, str, FrozenDict)):
         return value
     if isinstance(value, (np.bool_, np.integer, np.floating)):
         return value.item()
     if isinstance(value, (list, tuple)):
         return tuple(freeze(item, f"{where}[{i}]") for i, item in enumerate(value))
     if isinstance(value, Mapping):
-        for key in value:
-            if not isinstance(key, str):
-                raise ValueError(f"{where} has the key {key!r}; a snapshot's JSON objects have string keys")
-        return FrozenDict({key: freeze(item, f"{where}.{key}") for key, item in value.items()})
+        return FrozenDict(value, where)
     raise ValueError(f"{where} holds a {type(value).__name__}, which is no JSON data a snapshot can hold")
 
 

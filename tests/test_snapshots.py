@@ -192,6 +192,20 @@ def test_forks_step_and_reset_on_their_own(task_name, interaction):
         assert twin.reset()[1]["problem"] == env.reset()[1]["problem"]
 
 
+@pytest.mark.parametrize("make_env", [lambda: make("math", {}), lambda: SudokuGridEnv(size=4)])
+def test_a_fork_samples_its_spaces_on_its_own(make_env):
+    env = make_env()
+    env.reset(seed=0)
+    env.action_space.seed(1)
+    env.observation_space.seed(2)
+    twin = env.fork()
+    for space in ("action_space", "observation_space"):
+        ours, theirs = getattr(env, space), getattr(twin, space)
+        assert ours is not theirs and ours == theirs
+        # Copied generators: the same draws, each advancing only its own.
+        assert same([theirs.sample() for _ in range(3)], [ours.sample() for _ in range(3)])
+
+
 def test_snapshots_are_immutable_hashable_and_their_dicts_are_new_data():
     env = make("countdown", {"backtrack": True})
     env.reset(seed=0)
@@ -437,6 +451,7 @@ def test_token_env_restores_and_forks(task_name, interaction, tokenizers):
         fresh.reset(seed=99)  # gym.make's wrappers take steps only after a reset
         assert same(fresh.restore(json_round_trip(snapshots[k])), point(outcomes[k]))
         assert same(steps(fresh, rest), outcomes[k + 1 :])
+        assert fresh.snapshot() == snapshots[-1]
         assert TokenEnvSnapshot.from_dict(json_round_trip(snapshots[k])) == snapshots[k]
 
         reference = make_token_env(task_name, settings, tokenizer)
@@ -510,6 +525,10 @@ def test_sudoku_grid_env_restores_and_forks():
         fresh = SudokuGridEnv(**settings)
         assert same(fresh.restore(json_round_trip(snapshots[k])), point(outcomes[k]))
         assert same(steps(fresh, rest), outcomes[k + 1 :])
+        assert fresh.snapshot() == snapshots[-1]
+        if fresh.done:
+            with pytest.raises(ResetNeeded):
+                fresh.step(0)
         assert SudokuGridSnapshot.from_dict(json_round_trip(snapshots[k])) == snapshots[k]
 
         env.restore(snapshots[k])
