@@ -167,6 +167,11 @@ def check_same(what: str, snapshot: Mapping[str, Any], env: Mapping[str, Any]) -
         raise ValueError(f"the snapshot's {what} is not this env's (snapshot != env): {'; '.join(unequal)}")
 
 
+def check_version(version: Any) -> None:
+    if type(version) is not int or version != SNAPSHOT_VERSION:
+        raise ValueError(f"snapshot version {version!r} is not {SNAPSHOT_VERSION}, the one this code reads")
+
+
 class Snapshot:
     """What the snapshot classes share: frozen fields, ``to_dict`` and ``from_dict``.
 
@@ -180,8 +185,7 @@ class Snapshot:
     version: int
 
     def __post_init__(self) -> None:
-        if self.version != SNAPSHOT_VERSION:
-            raise ValueError(f"snapshot version {self.version!r} is not {SNAPSHOT_VERSION}, the one this code reads")
+        check_version(self.version)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if field.name in self.nested:
@@ -218,13 +222,12 @@ class Snapshot:
             raise ValueError(f"a {cls.__name__} is read from a dict, got {type(data).__name__}")
         if data.get("kind") != cls.kind:
             raise ValueError(f"a {cls.__name__} has kind {cls.kind!r}, got {data.get('kind')!r}")
+        check_version(data.get("version"))  # before the fields, which another version may change
         names = {field.name for field in dataclasses.fields(cls)}
         given = set(data) - {"kind"}
         if given != names:
             missing, unknown = sorted(names - given), sorted(given - names)
             raise ValueError(f"a {cls.__name__} has the fields {sorted(names)}: missing {missing}, unknown {unknown}")
-        if data["version"] != SNAPSHOT_VERSION:  # before the fields, whose form another version may change
-            raise ValueError(f"snapshot version {data['version']!r} is not {SNAPSHOT_VERSION}, the one this code reads")
         values = {name: data[name] for name in names}
         for name, snapshot_class in cls.nested.items():
             values[name] = snapshot_class.from_dict(values[name])

@@ -90,6 +90,16 @@ def point(outcome: tuple) -> tuple:
     return outcome[0], outcome[-1]
 
 
+def step_both(env: Any, ours: list, expected_ours: list, twin: Any, theirs: list, expected_theirs: list) -> None:
+    """Step an env and its fork in turn, each through its own actions until its episode ends,
+    so that anything the two shared would show; each step's outcome must be the expected one."""
+    for i in range(max(len(expected_ours), len(expected_theirs))):
+        if i < len(expected_ours):
+            assert same(env.step(ours[i]), expected_ours[i])
+        if i < len(expected_theirs):
+            assert same(twin.step(theirs[i]), expected_theirs[i])
+
+
 def same(a: Any, b: Any) -> bool:
     """Equal, arrays by value (the token and grid envs' observations and masks)."""
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
@@ -180,12 +190,7 @@ def test_forks_step_and_reset_on_their_own(task_name, interaction):
         twin = env.fork()
         assert type(twin) is type(env) and twin is not env and twin.episode is not env.episode
         assert twin.snapshot() == env.snapshot() == snapshots[k]
-        # Interleaved, so that anything the two shared would show.
-        for i in range(max(len(expected_ours), len(expected_theirs))):
-            if i < len(expected_ours):
-                assert env.step(ours[k + i]) == expected_ours[i]
-            if i < len(expected_theirs):
-                assert twin.step(theirs[i]) == expected_theirs[i]
+        step_both(env, ours[k:], expected_ours, twin, theirs, expected_theirs)
         assert env.snapshot() == snapshots[-1]
         # Each has its own copy of the generator: the same next problem, drawn once each.
         assert twin.reset()[1]["problem"] == env.reset()[1]["problem"]
@@ -325,6 +330,9 @@ def _edited(snapshot: TextEnvSnapshot, **changes: Any) -> dict[str, Any]:
     ("changes", "message"),
     [
         ({"version": 2}, "snapshot version 2 is not 1"),
+        ({"version": 2, "labels": []}, "snapshot version 2 is not 1"),
+        ({"version": None}, "snapshot version None is not 1"),
+        ({"version": True}, "snapshot version True is not 1"),
         ({"kind": "token"}, "has kind 'text', got 'token'"),
         ({"turns": -1}, "'turns' must be a non-negative integer"),
         ({"turns": True}, "'turns' must be a non-negative integer"),
@@ -460,11 +468,7 @@ def test_token_env_restores_and_forks(task_name, interaction, tokenizers):
         expected_theirs = steps(reference, theirs)
         env.restore(snapshots[k])
         twin = env.fork()
-        for i in range(max(len(rest), len(expected_theirs))):
-            if i < len(rest):
-                assert same(env.step(rest[i]), outcomes[k + 1 + i])
-            if i < len(expected_theirs):
-                assert same(twin.step(theirs[i]), expected_theirs[i])
+        step_both(env, rest, outcomes[k + 1 :], twin, theirs, expected_theirs)
 
 
 def test_token_env_snapshots_refuse_other_token_settings(tokenizers):
@@ -537,10 +541,6 @@ def test_sudoku_grid_env_restores_and_forks():
         reference = SudokuGridEnv(**settings)
         reference.restore(snapshots[k])
         expected_theirs = steps(reference, theirs)
-        for i in range(max(len(rest), len(expected_theirs))):
-            if i < len(rest):
-                assert same(env.step(rest[i]), outcomes[k + 1 + i])
-            if i < len(expected_theirs):
-                assert same(twin.step(theirs[i]), expected_theirs[i])
+        step_both(env, rest, outcomes[k + 1 :], twin, theirs, expected_theirs)
         assert twin.reset()[1]["problem"] == env.reset()[1]["problem"]
     assert seen["ended without the text env"] > 0 and seen["backtracked"] > 0, seen
