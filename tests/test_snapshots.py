@@ -4,7 +4,8 @@ are independent, the JSON round trip is exact, and bad snapshots are clear error
 The episodes are random outputs of ``test_scoring.RandomOutputs`` (legal steps, solutions,
 illegal and malformed lines, free text, blanks, backtracks, over-long lines, research-format
 lines), played under random settings; each is snapshotted at every point and one point is
-drawn to check.
+drawn to check. The main property is also a hypothesis test, on episodes of legal and
+other lines that it draws against the state they reach, so that a failure shrinks.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.error import ResetNeeded
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_adding_a_task import PickSumEnv
-from test_scoring import TASK_CONFIGS, WEIGHTS, RandomOutputs
+from test_scoring import BLANKS, FREE_TEXT, ILLEGAL, MALFORMED, TASK_CONFIGS, WEIGHTS, RandomOutputs
 
 import backtrack_gym  # noqa: F401  (registers the envs)
 from backtrack_gym.envs import TASK_ENV_IDS, make_task
 from backtrack_gym.envs import core as env_core
-from backtrack_gym.envs.core import INTERACTIONS, INVALID_POLICIES, Episode
+from backtrack_gym.envs.core import BACKTRACK, INTERACTIONS, INVALID_POLICIES, Episode
 from backtrack_gym.envs.snapshot import (
     SNAPSHOT_VERSION,
     FrozenDict,
@@ -165,6 +168,49 @@ def test_restoring_steps_as_the_uninterrupted_env_and_the_replayed_prefix(task_n
                 env.step(actions[0])
     for kind in ("after reset", "a backtrack", "an invalid step", "solved", "ended"):
         assert 0 < seen[kind] < TRIALS or (kind == "ended" and interaction == "completion"), (kind, seen)
+
+
+PROBLEMS = {name: [make_task(name, **TASK_CONFIGS[name]).generate(index) for index in range(10)] for name in TASKS}
+
+
+@st.composite
+def episodes(draw: st.DrawFn, task_name: str, interaction: str) -> tuple[dict[str, Any], Any, list[str]]:
+    """Settings, a problem and the actions of an episode: lines each drawn from the legal steps of
+    the state the lines so far reach, or from lines that are not steps of it."""
+    task = make_task(task_name, **TASK_CONFIGS[task_name])
+    env_settings = {
+        "interaction": interaction,
+        "backtrack": draw(st.booleans()),
+        "max_steps": draw(st.sampled_from(BUDGETS)),
+        "invalid_policy": draw(st.sampled_from(INVALID_POLICIES)),
+        "reward_weights": WEIGHTS,
+    }
+    problem = draw(st.sampled_from(PROBLEMS[task_name]))
+    others = st.sampled_from([BACKTRACK, *ILLEGAL[task_name], *MALFORMED[task_name], *FREE_TEXT, *BLANKS])
+    reached = Episode(task, problem, backtrack=True)
+    lines = []
+    for _ in range(draw(st.integers(0, 14))):
+        legal = [task.format_step(step) for step in task.legal_steps(problem, reached.state)]
+        line = draw(st.sampled_from(legal) | others if legal else others)
+        reached.step(line)
+        lines.append(line)
+    return env_settings, problem, lines if interaction == "step" else ["\n".join(lines)]
+
+
+@pytest.mark.parametrize("interaction", INTERACTIONS)
+@pytest.mark.parametrize("task_name", TASKS)
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_hypothesis_restoring_at_any_point_steps_as_the_uninterrupted_env(task_name, interaction, data):
+    """The same property as above, on episodes hypothesis draws (and shrinks when one fails)."""
+    env_settings, problem, actions = data.draw(episodes(task_name, interaction))
+    outcomes, snapshots = play(make(task_name, env_settings), 0, problem, actions)
+    k = data.draw(st.integers(0, len(snapshots) - 1), label="point")
+    fresh = make(task_name, env_settings)
+    assert fresh.restore(json_round_trip(snapshots[k])) == point(outcomes[k])
+    assert steps(fresh, actions[k:]) == outcomes[k + 1 :]
+    _, replayed = play(make(task_name, env_settings), 0, problem, actions[:k])
+    assert replayed[-1] == snapshots[k]
 
 
 @pytest.mark.parametrize("interaction", INTERACTIONS)
