@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
@@ -652,16 +653,12 @@ class TextEnv(gym.Env[str, str]):
 # What an Episode holds that a snapshot keeps in fields of its own; its other public
 # attributes are counters, copied as they are.
 EPISODE_OWN = frozenset({"task", "problem", "backtrack", "backtrack_token", "states", "stats"})
-# The TextEnv settings that decide what a step does: a snapshot restores where they are equal.
+# The TextEnv settings that decide what a step does, so a snapshot restores only where they are
+# equal: every argument of TextEnv, which the env keeps under its name (so a new one is taken in
+# as it comes), but invalid_penalty, which is in reward_weights, and render_mode, which changes no step.
+_NOT_SETTINGS = ("self", "task", "invalid_penalty", "render_mode")
 SNAPSHOT_SETTINGS = (
-    "split",
-    "interaction",
-    "backtrack",
-    "backtrack_token",
-    "max_steps",
-    "invalid_policy",
-    "reward_weights",
-    "max_action_chars",
+    *(name for name in inspect.signature(TextEnv.__init__).parameters if name not in _NOT_SETTINGS),
     "max_turns",
 )
 

@@ -13,8 +13,10 @@ scalars), so it is hashable and cannot change after it is taken; ``to_dict()`` i
 plain data for ``json.dumps`` and ``from_dict`` reads it back (with its ``version``).
 Counters are copied field by field (every field of ``EpisodeStats``, every public
 attribute of ``Episode``), so a new plain counter is captured with no change here;
-a value that is no JSON data is refused with its name. ``docs/snapshots.md`` has
-the design.
+a value that is no JSON data is refused with its name. An object that keeps state of
+its own (an episode's record of its search, say) takes part through two methods:
+``snapshot_data()``, its state as JSON data, and ``restore_data(data)``, which sets
+that state on the object a fresh episode made. ``docs/snapshots.md`` has the design.
 """
 
 from __future__ import annotations
@@ -88,26 +90,42 @@ def thaw(value: Any) -> Any:
 
 def field_values(obj: Any, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The values of ``obj``'s dataclass fields, or of its public attributes for another
-    object, ``skip`` left out: how counters are copied without naming them."""
+    object, ``skip`` left out: how counters are copied without naming them. A value with a
+    ``snapshot_data()`` method (an object keeping state of its own) gives what it returns."""
+    return {name: _captured(getattr(obj, name)) for name in _field_names(obj, skip)}
+
+
+def _field_names(obj: Any, skip: frozenset[str]) -> list[str]:
     if dataclasses.is_dataclass(obj):
         names = [field.name for field in dataclasses.fields(obj)]
     else:
         names = [name for name in vars(obj) if not name.startswith("_")]
-    return {name: getattr(obj, name) for name in names if name not in skip}
+    return [name for name in names if name not in skip]
+
+
+def _captured(value: Any) -> Any:
+    return value.snapshot_data() if callable(getattr(value, "snapshot_data", None)) else value
 
 
 def set_fields(obj: Any, values: Mapping[str, Any], where: str, skip: frozenset[str] = frozenset()) -> None:
     """Set the fields :func:`field_values` reads from ``values`` (frozen data): the same
-    names, each of the kind ``obj`` holds now (a list or tuple comes back as that container).
+    names, each of the kind ``obj`` holds now (a list or tuple comes back as that container;
+    an object with ``restore_data(data)`` is handed its plain data).
 
     Raises ``ValueError`` naming the snapshot field ``where`` when the names or a kind differ.
     """
-    now = field_values(obj, skip)
-    if set(values) != set(now):
-        missing, unknown = sorted(set(now) - set(values)), sorted(set(values) - set(now))
+    names = _field_names(obj, skip)
+    if set(values) != set(names):
+        missing, unknown = sorted(set(names) - set(values)), sorted(set(values) - set(names))
         raise ValueError(f"snapshot field {where!r} does not fit this env: missing {missing}, unknown {unknown}")
     for name, value in values.items():
-        plain, current = thaw(value), now[name]
+        plain, current = thaw(value), getattr(obj, name)
+        if callable(getattr(current, "restore_data", None)):
+            try:
+                current.restore_data(plain)
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"snapshot field '{where}.{name}' does not fit this env: {err!r}") from None
+            continue
         if current is not None and not _same_kind(plain, current):
             raise ValueError(f"snapshot field '{where}.{name}' must be like {current!r}, got {plain!r}")
         setattr(obj, name, tuple(plain) if isinstance(current, tuple) else plain)

@@ -353,6 +353,55 @@ def test_new_counters_on_episode_and_stats_are_captured_without_snapshot_code(mo
         env.snapshot()
 
 
+class VisitRecord:
+    """State of its own that is no JSON data (the set of states visited), kept as a search record is."""
+
+    def __init__(self, task: Any, state: Any):
+        self.task, self.order, self.seen = task, [state], {state}
+
+    def visit(self, state: Any) -> None:
+        if state not in self.seen:
+            self.seen.add(state)
+            self.order.append(state)
+
+    def snapshot_data(self) -> list[Any]:
+        return [self.task.state_info(state) for state in self.order]
+
+    def restore_data(self, data: list[Any]) -> None:
+        self.order = [self.task.state_from_info(info) for info in data]
+        self.seen = set(self.order)
+
+
+def test_an_object_with_state_of_its_own_takes_part_through_its_two_methods(monkeypatch):
+    class RecordingEpisode(Episode):
+        def __init__(self, *args: Any, **kwargs: Any):
+            super().__init__(*args, **kwargs)
+            self.record = VisitRecord(self.task, self.state)
+
+        def step(self, line: str):
+            result = super().step(line)
+            self.record.visit(self.state)
+            return result
+
+    monkeypatch.setattr(env_core, "Episode", RecordingEpisode)
+    env = make("sudoku", {"backtrack": True})
+    env.reset(seed=2)
+    rng = np.random.default_rng(0)
+    for _ in range(6):
+        legal = env.task.legal_steps(env.problem, env.episode.state)
+        env.step(env.task.format_step(legal[int(rng.integers(len(legal)))]) if rng.random() < 0.7 else "<backtrack>")
+    snapshot = env.snapshot()
+    assert snapshot.episode["record"] == tuple(env.task.state_info(state) for state in env.episode.record.order)
+    fresh = make("sudoku", {"backtrack": True})
+    fresh.restore(json_round_trip(snapshot))
+    assert fresh.episode.record.seen == env.episode.record.seen and len(env.episode.record.seen) > 2
+    for line in ["<backtrack>", "r1c1=1", "<backtrack>"]:
+        assert fresh.step(line) == env.step(line)
+    assert fresh.snapshot() == env.snapshot()
+    with pytest.raises(ValueError, match="snapshot field 'episode.record' does not fit this env"):
+        fresh.restore({**snapshot.to_dict(), "episode": {"record": [["no grid"]]}})
+
+
 def _countdown_snapshot(**settings: Any) -> tuple[env_core.TextEnv, TextEnvSnapshot]:
     env = make("countdown", {"backtrack": True, **settings})
     env.reset(seed=0)
