@@ -606,7 +606,7 @@ class TextEnv(gym.Env[str, str]):
             problem = task.coerce_problem(thaw(snapshot.problem))
         except (KeyError, TypeError, ValueError) as err:
             raise ValueError(f"snapshot field 'problem' is no {task.name} problem: {err}") from None
-        episode = Episode(task, problem, backtrack=self.backtrack, backtrack_token=self.backtrack_token)
+        episode = Episode(task, problem, **self._episode_options())
         try:
             states = task.stack_from_info(problem, thaw(snapshot.stack))
         except (KeyError, TypeError, ValueError) as err:
@@ -646,6 +646,10 @@ class TextEnv(gym.Env[str, str]):
             return self.task.prompt(self.problem)
         return self.task.render(self.problem, self.episode.state)
 
+    def _episode_options(self) -> dict[str, Any]:
+        # Each option of an Episode is the env's setting of that name (as reset passes them).
+        return {name: getattr(self, name) for name in EPISODE_OPTIONS}
+
     def _settings(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in SNAPSHOT_SETTINGS}
 
@@ -653,6 +657,11 @@ class TextEnv(gym.Env[str, str]):
 # What an Episode holds that a snapshot keeps in fields of its own; its other public
 # attributes are counters, copied as they are.
 EPISODE_OWN = frozenset({"task", "problem", "backtrack", "backtrack_token", "states", "stats"})
+EPISODE_OPTIONS = tuple(
+    name
+    for name, parameter in inspect.signature(Episode.__init__).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
 # The TextEnv settings that decide what a step does, so a snapshot restores only where they are
 # equal: every argument of TextEnv, which the env keeps under its name (so a new one is taken in
 # as it comes), but invalid_penalty, which is in reward_weights, and render_mode, which changes no step.

@@ -340,7 +340,7 @@ def test_new_counters_on_episode_and_stats_are_captured_without_snapshot_code(mo
     for line in ["hello", "<backtrack>", "1 + 1 = 3"]:
         env.step(line)
     snapshot = env.snapshot()
-    assert snapshot.episode == {"lines_read": 3, "by_kind": {"valid": 0, "other": 3}}
+    assert snapshot.episode["lines_read"] == 3 and snapshot.episode["by_kind"] == {"valid": 0, "other": 3}
     assert snapshot.stats["odd_lines"] == 3 and snapshot.stats["lengths"] == (5, 11, 9)
     fresh = make("countdown", {"backtrack": True, "max_steps": 16})
     fresh.restore(json_round_trip(snapshot))
@@ -376,11 +376,11 @@ def test_an_object_with_state_of_its_own_takes_part_through_its_two_methods(monk
     class RecordingEpisode(Episode):
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
-            self.record = VisitRecord(self.task, self.state)
+            self.visits = VisitRecord(self.task, self.state)
 
         def step(self, line: str):
             result = super().step(line)
-            self.record.visit(self.state)
+            self.visits.visit(self.state)
             return result
 
     monkeypatch.setattr(env_core, "Episode", RecordingEpisode)
@@ -391,15 +391,16 @@ def test_an_object_with_state_of_its_own_takes_part_through_its_two_methods(monk
         legal = env.task.legal_steps(env.problem, env.episode.state)
         env.step(env.task.format_step(legal[int(rng.integers(len(legal)))]) if rng.random() < 0.7 else "<backtrack>")
     snapshot = env.snapshot()
-    assert snapshot.episode["record"] == tuple(env.task.state_info(state) for state in env.episode.record.order)
+    assert snapshot.episode["visits"] == tuple(env.task.state_info(state) for state in env.episode.visits.order)
     fresh = make("sudoku", {"backtrack": True})
     fresh.restore(json_round_trip(snapshot))
-    assert fresh.episode.record.seen == env.episode.record.seen and len(env.episode.record.seen) > 2
+    assert fresh.episode.visits.seen == env.episode.visits.seen and len(env.episode.visits.seen) > 2
     for line in ["<backtrack>", "r1c1=1", "<backtrack>"]:
         assert fresh.step(line) == env.step(line)
     assert fresh.snapshot() == env.snapshot()
-    with pytest.raises(ValueError, match="snapshot field 'episode.record' does not fit this env"):
-        fresh.restore({**snapshot.to_dict(), "episode": {"record": [["no grid"]]}})
+    with pytest.raises(ValueError, match="snapshot field 'episode.visits' does not fit this env"):
+        data = snapshot.to_dict()
+        fresh.restore({**data, "episode": {**data["episode"], "visits": [["no grid"]]}})
 
 
 def _countdown_snapshot(**settings: Any) -> tuple[env_core.TextEnv, TextEnvSnapshot]:
@@ -436,7 +437,7 @@ def _edited(snapshot: TextEnvSnapshot, **changes: Any) -> dict[str, Any]:
         ({"stats__steps": "one"}, "'stats.steps' must be like"),
         ({"stats__solved": 0}, "'stats.solved' must be like"),
         ({"stats__mistakes": 0}, r"'stats' does not fit this env: missing \[\], unknown \['mistakes'\]"),
-        ({"episode": {"labels": []}}, r"'episode' does not fit this env: missing \[\], unknown \['labels'\]"),
+        ({"episode__mistakes": 0}, r"'episode' does not fit this env: missing \[\], unknown \['mistakes'\]"),
         ({"stack__states": [["1", "2"]]}, "does not start at the problem's initial state"),
         ({"stack__states": []}, "does not start at the problem's initial state"),
         ({"stack__states": [[{"x": 1}]]}, "'stack' is no countdown state stack"),
