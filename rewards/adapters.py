@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from backtrack_gym.envs.core import Task, TextEnv, play_completion
-from backtrack_gym.envs.terms import EpisodeStats, check_weights, score
+from backtrack_gym.envs.terms import SEARCH_COUNTS, EpisodeStats, check_weights, score
 
 RewardFunc = Callable[..., list[float]]
 
@@ -121,6 +121,8 @@ def stats_from_info(info: Mapping[str, Any]) -> EpisodeStats:
         backtracks=int(info["backtracks"]),
         solved=bool(info["solved"]),
         progress=float(info.get("progress", 0.0)),
+        # An info from before the labels (a saved rollout's) has none of their counts.
+        **{name: int(info.get(name, 0)) for name in SEARCH_COUNTS},
     )
 
 

@@ -24,6 +24,8 @@ class CountDownTask(Task[CountDownProblem, State, rules.Step]):
     max_line_chars = 128
     default_max_steps = 16
     breakdown_key = "target"
+    # States the dead-end label's search may expand (states of more than four numbers; ~1 ms for six).
+    label_max_nodes = 10_000
 
     def __init__(self, config: CountDownConfig | None = None):
         self.config = (config or CountDownConfig()).validate()
@@ -67,6 +69,17 @@ class CountDownTask(Task[CountDownProblem, State, rules.Step]):
 
     def solve(self, problem: CountDownProblem, state: State) -> list[rules.Step] | None:
         return rules.solve(self.rules, state, problem.target, self.config.use_all_numbers)
+
+    def solvable(self, problem: CountDownProblem, state: State) -> bool | None:
+        """Exact (:func:`rules.solvable_within`): always up to four numbers; beyond, None
+        when the search would expand more than ``label_max_nodes`` states."""
+        return rules.solvable_within(
+            self.rules, state, problem.target, self.config.use_all_numbers, max_nodes=self.label_max_nodes
+        )
+
+    def state_key(self, state: State) -> State:
+        # The numbers left, in any order, are one node of the search.
+        return tuple(sorted(state))
 
     def parse_step(self, line: str) -> rules.Step | Invalid:
         return grammar.parse_step(line)

@@ -62,12 +62,16 @@ class SudokuTask(Task[SudokuProblem, State, Step]):
     def solve(self, problem: SudokuProblem, state: State) -> list[Step] | None:
         """The placements from ``state`` to the solution, in the order the solver fixes them.
 
-        None when ``state`` is a dead end: since the solution is unique, exactly when a
-        filled cell differs from it.
+        None when ``state`` is a dead end (see :meth:`solvable`).
         """
-        if any(d and d != s for d, s in zip(state, problem.solution, strict=True)):
+        if not self.solvable(problem, state):
             return None
         return solver.solve(self.board, state)
+
+    def solvable(self, problem: SudokuProblem, state: State) -> bool:
+        """Exact and cheap: the solution is unique, so a state is a dead end exactly when
+        a filled cell differs from it."""
+        return all(not d or d == s for d, s in zip(state, problem.solution, strict=True))
 
     def search_trace(self, problem: SudokuProblem, state: State, backtrack_token: str = BACKTRACK) -> list[str] | None:
         """The solver's depth-first search from ``state`` as lines, each ``backtrack_token``
