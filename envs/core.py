@@ -149,10 +149,15 @@ class Task(ABC, Generic[Problem, State, Step]):
     def solve(self, problem: Problem, state: State) -> list[Step] | None:
         """Steps from ``state`` to the goal, or None when there are none."""
 
-    def solvable(self, problem: Problem, state: State) -> bool | None:
+    def solvable(self, problem: Problem, state: State, solved: bool | None = None) -> bool | None:
         """Whether the goal can still be reached from ``state`` (its dead-end label, step
         budget aside): exact, or None where the task cannot tell cheaply (a solver's
-        node cap hit), never a wrong answer. By default None: no labels."""
+        node cap hit), never a wrong answer. By default None: no labels.
+
+        ``solved`` is :meth:`is_solved` of ``state`` when the caller has it (an episode
+        checks its goal after every step), so a task whose check is costly (Math's
+        math-verify, which spends the episode's time budget) need not repeat it.
+        """
         return None
 
     def state_key(self, state: State) -> Hashable:
@@ -328,7 +333,7 @@ class Episode(Generic[Problem, State, Step]):
         if undone:
             record.pop(self.stats, undone)
         for number, state in enumerate(move.states, start=1):
-            record.push(self.stats, state, number == len(move.states) and self.stats.solved)
+            record.push(self.stats, state, self.stats.solved if number == len(move.states) else None)
         return StepResult(line)
 
     def _update_goal(self) -> None:

@@ -77,12 +77,12 @@ class SearchRecord:
         self.step = StepLabels(self.solvable[0])
         stats.states_visited = stats.distinct_states = 1
 
-    def _label(self, state: Any, solved: bool, stats: EpisodeStats) -> bool | None:
+    def _label(self, state: Any, solved: bool | None, stats: EpisodeStats) -> bool | None:
         if not self.labels:
             return None
-        if solved:  # the goal holds, so no solver call (Math's answer check may be costly)
+        if solved:  # the goal holds: no solver call
             return True
-        label = self.task.solvable(self.problem, state)
+        label = self.task.solvable(self.problem, state, solved)
         if label is None:
             stats.unlabelled_states += 1
         return label
@@ -91,8 +91,8 @@ class SearchRecord:
         """A new step: nothing has happened yet, the state keeps its label."""
         self.step = StepLabels(self.solvable[-1])
 
-    def push(self, stats: EpisodeStats, state: Any, solved: bool = False) -> None:
-        """A valid step reached ``state`` (``solved``: the goal holds there, if known)."""
+    def push(self, stats: EpisodeStats, state: Any, solved: bool | None = None) -> None:
+        """A valid step reached ``state`` (``solved``: whether the goal holds there, None if unchecked)."""
         parent, parent_label = self.keys[-1], self.solvable[-1]
         key = self.task.state_key(state)
         label = self._label(state, solved, stats)

@@ -269,3 +269,24 @@ def test_process_reward_charges_mistakes_not_recoveries():
         ]
     assert rewards["step"] == pytest.approx(rewards["completion"])
     assert rewards["step"] == pytest.approx([1.0, 0.75, 0.75, -0.25])
+
+
+def test_math_labels_repeat_no_answer_check(monkeypatch):
+    # math-verify spends the episode's time budget, so a label must not repeat the env's goal check.
+    import backtrack_gym.envs.math.env as math_env
+
+    calls = {True: 0, False: 0}
+    real = math_env.answers_match
+    for labels in calls:
+
+        def counted(*args, labels=labels, **kwargs):
+            calls[labels] += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(math_env, "answers_match", counted)
+        env = gym.make("backtrack_gym/Math-v0", backtrack=True, math_verify=False, labels=labels).unwrapped
+        env.reset(options={"problem": {"question": "Half of x is 1. What is x over 3?", "answer": "\\frac{2}{3}"}})
+        for line in ["Answer: \\frac{1}{3}", BACKTRACK, "Answer: \\frac{2}{3}"]:
+            *_, info = env.step(line)
+        assert info["solved"] and info["dead_ends_entered"] == (1 if labels else 0)
+    assert calls[True] == calls[False] > 0

@@ -70,7 +70,7 @@ class CountDownTask(Task[CountDownProblem, State, rules.Step]):
     def solve(self, problem: CountDownProblem, state: State) -> list[rules.Step] | None:
         return rules.solve(self.rules, state, problem.target, self.config.use_all_numbers)
 
-    def solvable(self, problem: CountDownProblem, state: State) -> bool | None:
+    def solvable(self, problem: CountDownProblem, state: State, solved: bool | None = None) -> bool | None:
         """Exact (:func:`rules.solvable_within`): always up to four numbers; beyond, None
         when the search would expand more than ``label_max_nodes`` states."""
         return rules.solvable_within(

@@ -121,12 +121,14 @@ class MathTask(Task[MathProblem, MathState, Step]):
             shared += 1
         return reference[shared:]
 
-    def solvable(self, problem: MathProblem, state: MathState) -> bool:
+    def solvable(self, problem: MathProblem, state: MathState, solved: bool | None = None) -> bool:
         """Exact: until an answer is given the reference answer is still reachable (every
         checked line applied is arithmetically right, the rules reject the others, and
         any right line is legal, so :meth:`solve` goes on from it); after one, only
-        when it is right."""
-        return state.answer is None or self.is_solved(problem, state)
+        when it is right (``solved``, when given, spares checking it again)."""
+        if state.answer is None:
+            return True
+        return self.is_solved(problem, state) if solved is None else solved
 
     def parse_step(self, line: str) -> Step | Invalid | None:
         return grammar.parse_step(line)

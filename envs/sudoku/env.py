@@ -68,7 +68,7 @@ class SudokuTask(Task[SudokuProblem, State, Step]):
             return None
         return solver.solve(self.board, state)
 
-    def solvable(self, problem: SudokuProblem, state: State) -> bool:
+    def solvable(self, problem: SudokuProblem, state: State, solved: bool | None = None) -> bool:
         """Exact and cheap: the solution is unique, so a state is a dead end exactly when
         a filled cell differs from it."""
         return all(not d or d == s for d, s in zip(state, problem.solution, strict=True))
