@@ -49,11 +49,18 @@ def replay_stats(
     return stats_from_info(play_completion(env, problem, completion_text(completion)).info)
 
 
-# Episode facts worth a curve of their own; logged through zero-weight reward functions.
-METRICS: dict[str, Callable[[EpisodeStats], float]] = {
+# Episode facts worth a curve of their own; logged through zero-weight reward functions. A
+# None (backtrack precision without a backtrack) is left out of TRL's mean, which is nan-aware.
+METRICS: dict[str, Callable[[EpisodeStats], float | None]] = {
     "solved": lambda stats: float(stats.solved),
     "backtracks": lambda stats: float(stats.backtracks),
     "invalid_steps": lambda stats: float(stats.invalid),
+    # From the dead-end labels (envs/labels.py): mistakes before the solution, and how backtracks went.
+    "dead_end_steps": lambda stats: float(stats.dead_end_steps),
+    "dead_ends_left": lambda stats: float(stats.dead_ends_left),
+    "backtracks_from_solvable": lambda stats: float(stats.backtracks_from_solvable),
+    "backtrack_precision": lambda stats: stats.backtrack_precision,
+    "distinct_states": lambda stats: float(stats.distinct_states),
 }
 
 # Per completion of a batch: each term's reward and the episode's counts.
@@ -163,12 +170,14 @@ def _term(term: str, scored: Scored) -> float:
     return scored[0][term]
 
 
-def _metric(metric: Callable[[EpisodeStats], float], scored: Scored) -> float:
+def _metric(metric: Callable[[EpisodeStats], float | None], scored: Scored) -> float | None:
     return metric(scored[1])
 
 
-def _named(name: str, scorer: Callable[[Scored], float], scored_of: _LastBatch) -> RewardFunc:
-    def reward(prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any) -> list[float]:
+def _named(name: str, scorer: Callable[[Scored], float | None], scored_of: _LastBatch) -> RewardFunc:
+    def reward(
+        prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any
+    ) -> list[float | None]:
         return [scorer(scored) for scored in scored_of(completions, columns)]
 
     reward.__name__ = name

@@ -205,6 +205,7 @@ def agree(trl: dict[str, float], whole: Outcome, stepped: Outcome) -> bool:
     counts = stepped.counts
     metrics = {"solved": counts["solved"], "backtracks": counts["backtracks"]}
     metrics["invalid_steps"] = counts["malformed_steps"] + counts["illegal_steps"]
+    metrics |= {name: counts[name] for name in set(METRICS) - set(metrics)}  # the labels' counts, by their names
     return (
         {term: trl[term] for term in whole.terms} == whole.terms == stepped.terms
         and {name: trl[name] for name in METRICS} == metrics
