@@ -19,7 +19,7 @@ answer": steps taken in dead ends, and how precisely backtracks leave them.
 from __future__ import annotations
 
 from collections.abc import Hashable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from backtrack_gym.envs.terms import EpisodeStats
@@ -42,7 +42,13 @@ class StepLabels:
     backtracked_from_solvable: bool = False
 
     def to_info(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies, and this runs at every env step.
+        return {
+            "solvable": self.solvable,
+            "entered_dead_end": self.entered_dead_end,
+            "left_dead_end": self.left_dead_end,
+            "backtracked_from_solvable": self.backtracked_from_solvable,
+        }
 
 
 class SearchRecord:
@@ -111,7 +117,10 @@ class SearchRecord:
         entered = parent_label is True and label is False
         stats.dead_ends_entered += entered
         stats.dead_end_steps += label is False
-        self.step = replace(self.step, solvable=label, entered_dead_end=self.step.entered_dead_end or entered)
+        step = self.step
+        self.step = StepLabels(
+            label, step.entered_dead_end or entered, step.left_dead_end, step.backtracked_from_solvable
+        )
 
     def pop(self, stats: EpisodeStats, count: int) -> None:
         """A backtrack undid the top ``count`` states (at least one, never the start)."""
@@ -127,11 +136,12 @@ class SearchRecord:
             self.backtrack_points[point] = None
             stats.backtrack_points += 1
             stats.backtrack_point_branches += self.children.get(point, 0)
-        self.step = replace(
-            self.step,
-            solvable=self.solvable[-1],
-            left_dead_end=self.step.left_dead_end or left,
-            backtracked_from_solvable=self.step.backtracked_from_solvable or undone_solvable > 0,
+        step = self.step
+        self.step = StepLabels(
+            self.solvable[-1],
+            step.entered_dead_end,
+            step.left_dead_end or left,
+            step.backtracked_from_solvable or undone_solvable > 0,
         )
 
     @property

@@ -313,24 +313,15 @@ def label_statistics(
     ``needless_backtrack_share`` (the share that undid a solvable state) pool every
     backtrack of the traces (None without one).
     """
+    means = ("dead_end_steps", "dead_ends_never_left", "backtracks_from_solvable", "distinct_states", "deepest_depth")
     totals: Counter[str] = Counter()
     for index in range(n):
         problem, trace = _trace(task, style, split, seed, dict(trace_options or {}), index)
         episode = Episode(task, problem, backtrack=True, labels=True)
         episode.run(trace.completion, max_steps=len(trace.lines) + 1)
-        stats = episode.stats
-        totals.update(
-            dead_end_steps=stats.dead_end_steps,
-            dead_ends_left=stats.dead_ends_left,
-            dead_ends_never_left=stats.dead_ends_never_left,
-            backtracks=stats.backtracks,
-            backtracks_from_solvable=stats.backtracks_from_solvable,
-            distinct_states=stats.distinct_states,
-            deepest_depth=stats.deepest_depth,
-        )
+        totals.update({name: getattr(episode.stats, name) for name in (*means, "dead_ends_left", "backtracks")})
     if not n:
         return {}
-    means = ("dead_end_steps", "dead_ends_never_left", "backtracks_from_solvable", "distinct_states", "deepest_depth")
     return {
         **{f"{name}_mean": totals[name] / n for name in means},
         "backtrack_precision": totals["dead_ends_left"] / totals["backtracks"] if totals["backtracks"] else None,
