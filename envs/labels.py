@@ -18,6 +18,7 @@ answer": steps taken in dead ends, and how precisely backtracks leave them.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any
@@ -143,6 +144,15 @@ class SearchRecord:
             step.left_dead_end or left,
             step.backtracked_from_solvable or undone_solvable > 0,
         )
+
+    def copy(self) -> SearchRecord:
+        """An independent copy, for a snapshot of the episode: each container copied, the
+        values in it (state keys, labels) shared, being immutable."""
+        other = copy.copy(self)
+        other.keys, other.solvable = list(self.keys), list(self.solvable)
+        other.seen, other.edges = set(self.seen), set(self.edges)
+        other.children, other.backtrack_points = dict(self.children), dict(self.backtrack_points)
+        return other
 
     @property
     def current(self) -> bool | None:

@@ -290,3 +290,30 @@ def test_math_labels_repeat_no_answer_check(monkeypatch):
             *_, info = env.step(line)
         assert info["solved"] and info["dead_ends_entered"] == (1 if labels else 0)
     assert calls[True] == calls[False] > 0
+
+
+def test_a_copied_record_goes_on_as_the_replay_does():
+    # What an env snapshot needs of the labels: the states, the stats and a copy of the record.
+    import copy
+    from dataclasses import replace
+
+    task = make_task("countdown", num_count=3, number_max=9)
+    problem = task.coerce_problem(PROBLEM)
+    prefix = ["9 + 3 = 12", BACKTRACK, "9 - 3 = 6"]
+    rest = [BACKTRACK, "9 + 3 = 12", BACKTRACK, "9 - 3 = 6", "6 * 4 = 24"]
+    episode = Episode(task, problem, labels=True)
+    for line in prefix:
+        episode.step(line)
+    fork = copy.copy(episode)
+    fork.states, fork.stats, fork.record = list(episode.states), replace(episode.stats), episode.record.copy()
+    replay = Episode(task, problem, labels=True)
+    for line in prefix + rest:
+        replay.step(line)
+    before = replace(episode.stats)
+    for line in rest:
+        fork.step(line)
+    assert fork.stats == replay.stats and fork.stats.solved
+    assert fork.record.backtrack_branching() == replay.record.backtrack_branching() == [2]
+    assert episode.stats == before and episode.record.backtrack_branching() == [2]  # the original is untouched
+    assert len(episode.record.keys) == len(episode.states) == 2
+    assert len(episode.record.seen) == 3 and len(fork.record.seen) == 4  # 24 was reached by the fork only

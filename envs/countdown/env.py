@@ -149,7 +149,9 @@ class CountDownEnv(TextEnv):
     ## Rewards
 
     From :mod:`backtrack_gym.rewards`: ``correct`` (1 once solved) by default;
-    ``format``, ``validity``, ``length`` and ``backtrack`` terms by weight. Each
+    ``format``, ``validity``, ``length``, ``backtrack`` and ``process`` (each step
+    into a dead end and each needless backtrack, from the dead-end labels) terms by
+    weight. Each
     step's reward is the change of the weighted total, so an episode's return is
     the same in both interaction modes. Under ``invalid_policy="penalize"`` each
     malformed or illegal step costs ``invalid_penalty``.
@@ -178,7 +180,7 @@ class CountDownEnv(TextEnv):
     ``use_all_numbers``, ``generator``, ``min_effective_share``, ...);
     ``max_steps`` (default 16); and ``split``,
     ``interaction``, ``backtrack``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
-    ``max_action_chars``, ``render_mode`` as described in
+    ``max_action_chars``, ``labels``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.
 
     ## Example

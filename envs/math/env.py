@@ -188,8 +188,9 @@ class MathEnv(TextEnv):
     ## Rewards
 
     From :mod:`backtrack_gym.rewards`: ``correct`` (1 once the answer is right) by
-    default; ``validity`` (minus each wrong calculation), ``format``, ``length``
-    and ``backtrack`` by weight. Each step's reward is the change of the weighted
+    default; ``validity`` (minus each wrong calculation), ``format``, ``length``,
+    ``backtrack`` and ``process`` (from the dead-end labels: a wrong answer is a
+    dead end) by weight. Each step's reward is the change of the weighted
     total, so an episode's return is the same in both interaction modes. Under
     ``invalid_policy="penalize"`` each malformed or illegal step costs
     ``invalid_penalty``.
@@ -219,7 +220,7 @@ class MathEnv(TextEnv):
     ``latex_timeout``, ``latex_max_chars``); and ``split``, ``interaction``,
     ``backtrack``, ``backtrack_token``, ``max_steps`` (default 64),
     ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
-    ``max_action_chars``, ``render_mode`` as described in
+    ``max_action_chars``, ``labels``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.
 
     ## Example
