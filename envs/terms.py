@@ -27,6 +27,22 @@ class EpisodeStats:
         solved: the goal holds in the current state.
         progress: the task's measure of how much of the goal the current state
             reaches, in [0, 1] (e.g. Sudoku cells filled correctly, givens excluded).
+        dead_end_steps: valid steps that reached a dead end, a state the goal cannot
+            be reached from: the "mistakes before finding the right answer" of Qin et
+            al., "To Backtrack or Not to Backtrack".
+        dead_ends_entered: valid steps from a solvable state into a dead end.
+        dead_ends_left: backtracks from a dead end back to a solvable state.
+        backtracks_from_solvable: backtracks that undid a solvable state (needless ones).
+        unlabelled_states: states whose label the solver's node cap left unknown.
+        states_visited: the start and each state a valid step reached.
+        distinct_states: how many of those differ (by the task's ``state_key``).
+        deepest_depth: the most steps the stack held above the start.
+        backtrack_points: distinct states a backtrack returned to.
+        backtrack_point_branches: the distinct states the steps from those reached, summed.
+
+    The counts from ``dead_end_steps`` to ``unlabelled_states`` come from the dead-end
+    labels (:mod:`backtrack_gym.envs.labels`) and stay 0 with labels off; those from
+    ``states_visited`` on are the shape of the search, kept either way.
     """
 
     steps: int = 0
@@ -36,10 +52,66 @@ class EpisodeStats:
     backtracks: int = 0
     solved: bool = False
     progress: float = 0.0
+    dead_end_steps: int = 0
+    dead_ends_entered: int = 0
+    dead_ends_left: int = 0
+    backtracks_from_solvable: int = 0
+    unlabelled_states: int = 0
+    states_visited: int = 0
+    distinct_states: int = 0
+    deepest_depth: int = 0
+    backtrack_points: int = 0
+    backtrack_point_branches: int = 0
 
     @property
     def invalid(self) -> int:
         return self.malformed + self.illegal
+
+    @property
+    def dead_ends_never_left(self) -> int:
+        """Dead ends entered and not left by a backtrack (so far)."""
+        return max(0, self.dead_ends_entered - self.dead_ends_left)
+
+    @property
+    def backtrack_precision(self) -> float | None:
+        """The share of backtracks that left a dead end; None without a backtrack."""
+        return self.dead_ends_left / self.backtracks if self.backtracks else None
+
+    @property
+    def revisits(self) -> int:
+        """Visits to a state visited before (e.g. a step redone after its backtrack)."""
+        return self.states_visited - self.distinct_states
+
+    @property
+    def mean_backtrack_branching(self) -> float | None:
+        """The mean branching at the backtrack points; None without one."""
+        return self.backtrack_point_branches / self.backtrack_points if self.backtrack_points else None
+
+
+# The dead-end and search-shape counts of EpisodeStats an env's info reports (under the same names).
+SEARCH_COUNTS = (
+    "dead_end_steps",
+    "dead_ends_entered",
+    "dead_ends_left",
+    "backtracks_from_solvable",
+    "unlabelled_states",
+    "states_visited",
+    "distinct_states",
+    "deepest_depth",
+    "backtrack_points",
+    "backtrack_point_branches",
+)
+
+
+def search_info(stats: EpisodeStats) -> dict[str, float | int | None]:
+    """The dead-end and search-shape counts of ``stats`` for ``info``, and the measures made of them."""
+    return {
+        **{name: getattr(stats, name) for name in SEARCH_COUNTS},
+        "dead_ends_never_left": stats.dead_ends_never_left,
+        "backtrack_precision": stats.backtrack_precision,
+        "revisits": stats.revisits,
+        "mean_backtrack_branching": stats.mean_backtrack_branching,
+    }
 
 
 def correct(stats: EpisodeStats) -> float:
@@ -72,6 +144,13 @@ def backtracking(stats: EpisodeStats) -> float:
     return float(-stats.backtracks)
 
 
+def process(stats: EpisodeStats) -> float:
+    """Minus the steps into a dead end and the backtracks from a solvable state: a process
+    reward from the dead-end labels (a step or backtrack of unknown label costs nothing).
+    Leaving a dead end is free, so backtracking out of a mistake costs only the mistake."""
+    return float(-(stats.dead_ends_entered + stats.backtracks_from_solvable))
+
+
 TERMS: dict[str, Callable[[EpisodeStats], float]] = {
     "correct": correct,
     "progress": progress,
@@ -79,7 +158,10 @@ TERMS: dict[str, Callable[[EpisodeStats], float]] = {
     "validity": validity,
     "length": length,
     "backtrack": backtracking,
+    "process": process,
 }
+# The terms that read the dead-end labels: an env with labels off refuses a weight on them.
+LABEL_TERMS = frozenset({"process"})
 
 DEFAULT_WEIGHTS: dict[str, float] = {"correct": 1.0}
 

@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from backtrack_gym.envs.core import Task, TextEnv, play_completion
-from backtrack_gym.envs.terms import EpisodeStats, check_weights, score
+from backtrack_gym.envs.terms import SEARCH_COUNTS, EpisodeStats, check_weights, score
 
 RewardFunc = Callable[..., list[float]]
 
@@ -49,11 +49,18 @@ def replay_stats(
     return stats_from_info(play_completion(env, problem, completion_text(completion)).info)
 
 
-# Episode facts worth a curve of their own; logged through zero-weight reward functions.
-METRICS: dict[str, Callable[[EpisodeStats], float]] = {
+# Episode facts worth a curve of their own; logged through zero-weight reward functions. A
+# None (backtrack precision without a backtrack) is left out of TRL's mean, which is nan-aware.
+METRICS: dict[str, Callable[[EpisodeStats], float | None]] = {
     "solved": lambda stats: float(stats.solved),
     "backtracks": lambda stats: float(stats.backtracks),
     "invalid_steps": lambda stats: float(stats.invalid),
+    # From the dead-end labels (envs/labels.py): mistakes before the solution, and how backtracks went.
+    "dead_end_steps": lambda stats: float(stats.dead_end_steps),
+    "dead_ends_left": lambda stats: float(stats.dead_ends_left),
+    "backtracks_from_solvable": lambda stats: float(stats.backtracks_from_solvable),
+    "backtrack_precision": lambda stats: stats.backtrack_precision,
+    "distinct_states": lambda stats: float(stats.distinct_states),
 }
 
 # Per completion of a batch: each term's reward and the episode's counts.
@@ -121,6 +128,8 @@ def stats_from_info(info: Mapping[str, Any]) -> EpisodeStats:
         backtracks=int(info["backtracks"]),
         solved=bool(info["solved"]),
         progress=float(info.get("progress", 0.0)),
+        # An info from before the labels (a saved rollout's) has none of their counts.
+        **{name: int(info.get(name, 0)) for name in SEARCH_COUNTS},
     )
 
 
@@ -161,12 +170,14 @@ def _term(term: str, scored: Scored) -> float:
     return scored[0][term]
 
 
-def _metric(metric: Callable[[EpisodeStats], float], scored: Scored) -> float:
+def _metric(metric: Callable[[EpisodeStats], float | None], scored: Scored) -> float | None:
     return metric(scored[1])
 
 
-def _named(name: str, scorer: Callable[[Scored], float], scored_of: _LastBatch) -> RewardFunc:
-    def reward(prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any) -> list[float]:
+def _named(name: str, scorer: Callable[[Scored], float | None], scored_of: _LastBatch) -> RewardFunc:
+    def reward(
+        prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any
+    ) -> list[float | None]:
         return [scorer(scored) for scored in scored_of(completions, columns)]
 
     reward.__name__ = name

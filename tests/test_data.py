@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import datasets
+import numpy as np
 import pytest
 
 from backtrack_gym.agents.traces import write_trace
@@ -19,6 +20,7 @@ from backtrack_gym.train.data import (
     build_sft_dataset,
     count_tokens,
     export,
+    label_statistics,
     style_statistics,
 )
 
@@ -272,3 +274,19 @@ def test_atomic_save_dir_removes_a_killed_save_only_while_the_target_exists(tmp_
     atomic_save_dir(target, lambda path: (path / "weights").write_text("second"))
     assert (target / "weights").read_text() == "second"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_label_statistics_of_oracle_traces():
+    task = make_task("countdown", num_count=3, number_max=9)
+    direct = label_statistics(task, "direct", 100)
+    assert direct["dead_end_steps_mean"] == 0 and direct["backtrack_precision"] is None
+    assert direct["distinct_states_mean"] == 3 and direct["deepest_depth_mean"] == 2  # two steps, no search
+    dfs = label_statistics(task, "dfs", 100)
+    # A depth-first search leaves each dead end once, however many backtracks its subtree takes.
+    assert dfs["dead_end_steps_mean"] > 1 and 0 < dfs["backtrack_precision"] < 1
+    assert dfs["needless_backtrack_share"] == 0  # it never gives up a subtree that still solves
+    # Each back example is one wrong step, undone at once: every backtrack leaves its dead end.
+    back = label_statistics(task, "self_backtrack", 100, seed=3)
+    rows = build_sft_dataset(task, "self_backtrack", 100, seed=3)
+    assert back["backtrack_precision"] == 1.0 and back["needless_backtrack_share"] == 0.0
+    assert back["dead_end_steps_mean"] == pytest.approx(np.mean(rows["num_backtracks"]))

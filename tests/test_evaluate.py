@@ -3,9 +3,11 @@
 import dataclasses
 import json
 import math
+import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from backtrack_gym.train.compute import DecoderShape
@@ -219,7 +221,14 @@ def test_an_evaluation_counts_each_distinct_problem_once_with_intervals_and_targ
     solved = report["outcomes"]["summary"]["greedy"]["solve_rate"]
     assert solved == [float(r["greedy"]["solved"]) for r in records]
     assert tuple(greedy["intervals"]["solve_rate"].values()) == mean_interval(solved)
-    assert set(report["summary"]["sample"]["intervals"]) == {"solve_rate", "pass@1", "pass@2", "maj@1", "maj@2"}
+    sample = report["summary"]["sample"]
+    labels = {"dead_end_steps", "dead_ends_left", "backtracks", "backtracks_from_solvable"}
+    precision = {"backtrack_precision"} if sample["backtracks"] else set()
+    assert set(sample["intervals"]) == {"solve_rate", "pass@1", "pass@2", "maj@1", "maj@2"} | labels | precision
+    # the dead-end labels' outcomes are each problem's mean over its episodes, as the episodes counted them
+    dead_ends = report["outcomes"]["summary"]["sample"]["dead_end_steps"]
+    assert dead_ends == [statistics.fmean(e["dead_end_steps"] for e in r["sample"]) for r in records]
+    assert greedy["dead_end_steps"] == pytest.approx(statistics.fmean(r["greedy"]["dead_end_steps"] for r in records))
     for points in report["curves"].values():
         assert all(p["ci_low"] <= p["accuracy"] <= p["ci_high"] for p in points)
     # the breakdown by target: every problem once, the rates averaging to the whole
@@ -556,3 +565,25 @@ def test_main_job_cli_prints_the_table_and_writes_results_and_plots(tmp_path, ca
     # A finished run prints its table again without training.
     assert main([*args, "--eval.n", "4"]) == 0
     assert "grpo" in capsys.readouterr().out
+
+
+def test_backtrack_precision_is_pooled_over_the_backtracks_with_a_ratio_interval():
+    from backtrack_gym.train.evaluate import add_intervals
+    from backtrack_gym.train.statistics import ratio_interval
+
+    rng = np.random.default_rng(5)
+    backtracks = rng.integers(0, 4, size=60).astype(float)
+    left = rng.binomial(backtracks.astype(int), 0.4).astype(float)
+    outcomes = {"summary": {"greedy": {"dead_ends_left": list(left), "backtracks": list(backtracks)}}, "curves": {}}
+    summary = {"greedy": {}}
+    add_intervals(summary, {}, outcomes)
+    greedy = summary["greedy"]
+    assert greedy["backtrack_precision"] == pytest.approx(left.sum() / backtracks.sum())
+    interval = greedy["intervals"]["backtrack_precision"]
+    assert (interval["ci_low"], interval["ci_high"]) == ratio_interval(left, backtracks)
+    assert interval["ci_low"] < greedy["backtrack_precision"] < interval["ci_high"]
+    # Without a backtrack there is no precision to measure.
+    outcomes["summary"]["greedy"] = {"dead_ends_left": [0.0] * 5, "backtracks": [0.0] * 5}
+    add_intervals(summary, {}, outcomes)
+    assert summary["greedy"]["backtrack_precision"] is None
+    assert "backtrack_precision" not in summary["greedy"]["intervals"]

@@ -15,6 +15,7 @@ from backtrack_gym.rewards.adapters import completion_text
 
 def test_terms_read_the_stats():
     stats = EpisodeStats(steps=5, valid=2, malformed=1, illegal=1, backtracks=1, solved=True, progress=0.5)
+    stats.dead_end_steps, stats.dead_ends_entered, stats.backtracks_from_solvable = 3, 2, 1
     values = {name: term(stats) for name, term in TERMS.items()}
     assert values == {
         "correct": 1.0,
@@ -23,6 +24,7 @@ def test_terms_read_the_stats():
         "validity": -1.0,
         "length": -5.0,
         "backtrack": -1.0,
+        "process": -3.0,  # two steps into a dead end and one backtrack from a solvable state
     }
 
 

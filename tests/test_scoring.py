@@ -22,17 +22,28 @@ from backtrack_gym.envs import BACKTRACK, TASK_ENV_IDS, Episode, make_task
 from backtrack_gym.envs.core import INVALID_POLICIES, play_completion, step_actions
 from backtrack_gym.envs.countdown.grammar import format_numbers, format_operation
 from backtrack_gym.envs.math import MathEnv
+from backtrack_gym.envs.terms import SEARCH_COUNTS
 from backtrack_gym.rewards import METRICS, TERMS, episode_reward_functions, trl_reward_functions
 from backtrack_gym.settings import EpisodeConfig
 from backtrack_gym.train.grpo_config import GRPORunConfig, episode_settings
 from backtrack_gym.train.grpo_rollout import _plain_info
 
 # Every term weighted, each differently, so a disagreement in any one shows.
-WEIGHTS = {"correct": 1.0, "progress": 0.5, "format": 0.25, "validity": 0.125, "length": 0.0625, "backtrack": 0.03125}
+WEIGHTS = {
+    "correct": 1.0,
+    "progress": 0.5,
+    "format": 0.25,
+    "validity": 0.125,
+    "length": 0.0625,
+    "backtrack": 0.03125,
+    "process": 0.015625,
+}
 TASK_CONFIGS = {"countdown": {}, "sudoku": {"size": 4}, "math": {"math_verify": False}}
 COMPLETIONS = 5000
 BUDGETS = (2, 6, 16)
 COUNTS = ("steps", "valid_steps", "malformed_steps", "illegal_steps", "backtracks", "solved", "progress")
+# The dead-end labels' counts and the search's shape, equal in both modes too.
+SEARCH = (*SEARCH_COUNTS, "solvable", "backtrack_precision", "dead_ends_never_left", "revisits", "backtrack_branching")
 # Lines of each task that are, mostly, illegal steps, malformed lines and free text.
 ILLEGAL = {
     "countdown": ["1 + 1 = 3", "99 * 99 = 9801", "2 - 9 = 0", "4 / 3 = 1", "2 + 3 = 6"],
@@ -178,7 +189,7 @@ def play_env(env, problem, actions: list[str]) -> Outcome:
         if terminated or truncated:
             break
     terms = {term: info["reward_terms"].get(term, 0.0) - start.get(term, 0.0) for term in env.reward_weights}
-    return Outcome(total, terms, {key: info[key] for key in COUNTS})
+    return Outcome(total, terms, {key: info[key] for key in (*COUNTS, *SEARCH)})
 
 
 def play_trl(task, settings: dict[str, Any], rows: list[tuple[Any, str]]) -> list[dict[str, float]]:
@@ -194,6 +205,7 @@ def agree(trl: dict[str, float], whole: Outcome, stepped: Outcome) -> bool:
     counts = stepped.counts
     metrics = {"solved": counts["solved"], "backtracks": counts["backtracks"]}
     metrics["invalid_steps"] = counts["malformed_steps"] + counts["illegal_steps"]
+    metrics |= {name: counts[name] for name in set(METRICS) - set(metrics)}  # the labels' counts, by their names
     return (
         {term: trl[term] for term in whole.terms} == whole.terms == stepped.terms
         and {name: trl[name] for name in METRICS} == metrics
@@ -226,6 +238,7 @@ def test_trl_completion_and_step_rewards_agree_on_random_completions(task_name, 
     task = make_task(task_name, **task_config)
     disagreements = []
     seen: Counter[str] = Counter()
+    labelled: Counter[str] = Counter()
     for (backtrack, max_steps), rows in random_completions(task_name).items():
         settings = {"backtrack": backtrack, "max_steps": max_steps, "invalid_policy": policy}
         trl = play_trl(task, settings, rows)
@@ -246,10 +259,15 @@ def test_trl_completion_and_step_rewards_agree_on_random_completions(task_name, 
             seen["a backtrack"] += counts["backtracks"] > 0
             seen["out of steps"] += counts["steps"] >= max_steps and not counts["solved"]
             seen["over the completion cap"] += len(completion) > completion_env.max_action_chars
+            labelled["a dead end"] += counts["dead_ends_entered"] > 0
+            labelled["a dead end left"] += counts["dead_ends_left"] > 0
+            labelled["a backtrack from a solvable state"] += counts["backtracks_from_solvable"] > 0
     assert not disagreements, f"{len(disagreements)} disagreements, e.g. {disagreements[:3]}"
     # The random mix reaches every kind of outcome.
     for outcome, count in seen.items():
         assert 0.01 * COMPLETIONS < count < 0.9 * COMPLETIONS, (outcome, count)
+    # And every kind of labelled step, if more rarely (a needless backtrack rarely comes before a stop).
+    assert len(labelled) == 3 and min(labelled.values()) > 0.002 * COMPLETIONS, labelled
 
 
 def test_math_free_text_is_no_step_in_either_mode():
@@ -281,14 +299,16 @@ def test_step_mode_free_text_ends_at_the_turn_limit():
 @pytest.mark.parametrize("interaction", ["completion", "step"])
 def test_grpo_rewards_are_the_env_returns(interaction):
     # Both paths score with the settings their envs play: an invalid step costs only what reward_weights say.
-    config = GRPORunConfig(reward_weights={"correct": 1.0, "format": 0.5}, episode=EpisodeConfig(env_steps=6))
+    weights = {"correct": 1.0, "format": 0.5, "process": 0.25}
+    config = GRPORunConfig(reward_weights=weights, episode=EpisodeConfig(env_steps=6))
     settings = episode_settings(config)
     task = make_task("countdown")
     problem = {"numbers": [3, 4, 9], "target": 24}
     completions = [
         "oops\n1 + 1 = 3\n9 - 3 = 6\n6 * 4 = 24",
         "x\n" * 10,
-        "9 - 3 = 6\n<backtrack>\n9 - 3 = 6\n6 * 4 = 24",
+        "9 - 3 = 6\n<backtrack>\n9 - 3 = 6\n6 * 4 = 24",  # a needless backtrack costs 0.25
+        "9 + 3 = 12\n<backtrack>\n9 - 3 = 6\n6 * 4 = 24",  # so does the step into a dead end
     ]
     env = gym.make(TASK_ENV_IDS["countdown"], interaction=interaction, **settings).unwrapped
     played = [play_completion(env, problem, completion) for completion in completions]
@@ -300,5 +320,5 @@ def test_grpo_rewards_are_the_env_returns(interaction):
         columns = {"episode_info": [_plain_info(p.info) for p in played]}
     rewards = [sum(terms) for terms in zip(*(f(completions=completions, **columns) for f in funcs), strict=True)]
     assert rewards == pytest.approx([p.total for p in played])
-    assert rewards == pytest.approx([0.5, -3.0, 1.0])
+    assert rewards == pytest.approx([0.5, -3.0, 0.75, 0.75])
     assert set(env.reward_weights) <= set(TERMS)

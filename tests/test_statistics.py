@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from backtrack_gym.train.statistics import bootstrap_means, difference_interval, mean_interval
+from backtrack_gym.train.statistics import bootstrap_means, difference_interval, mean_interval, ratio_interval
 
 
 def test_a_95_percent_interval_covers_a_known_solve_rate_95_percent_of_the_time():
@@ -55,3 +55,19 @@ def test_the_two_level_bootstrap_counts_the_seeds_spread():
     assert low <= by_seed.mean() <= high
     assert high - low > 1.5 * (pooled_high - pooled_low)
     assert bootstrap_means(by_seed, resamples=300).shape == (300,)
+
+
+def test_a_ratio_interval_covers_a_known_backtrack_precision():
+    # Each problem's episodes backtrack 0 to 4 times; each backtrack leaves a dead end with chance 0.3.
+    precision, problems, evaluations = 0.3, 100, 400
+    rng = np.random.default_rng(4)
+    backtracks = rng.integers(0, 5, size=(evaluations, problems))
+    left = rng.binomial(backtracks, precision)
+    intervals = [ratio_interval(a, b, resamples=1000) for a, b in zip(left, backtracks, strict=True)]
+    assert 0.93 <= np.mean([low <= precision <= high for low, high in intervals]) <= 0.97
+    # The draws are shared: a ratio the same on every problem has no spread at all, over seeds too.
+    assert ratio_interval(0.5 * backtracks[0], backtracks[0]) == pytest.approx((0.5, 0.5))
+    assert ratio_interval(0.25 * backtracks[:3], backtracks[:3]) == pytest.approx((0.25, 0.25))
+    assert ratio_interval(np.zeros(10), np.zeros(10)) is None
+    with pytest.raises(ValueError, match="same shape"):
+        ratio_interval([1.0, 2.0], [1.0])

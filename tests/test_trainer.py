@@ -137,8 +137,13 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
         assert (final / "model.safetensors").is_file()
         events = tensorboard(out / "tensorboard")
         scalars = set(events.Tags()["scalars"])
-        for name in ("correct", "solved", "backtracks", "invalid_steps"):
+        # The dead-end labels' curves too (backtrack precision only at steps with a backtrack to measure).
+        labels = ("dead_end_steps", "dead_ends_left", "backtracks_from_solvable", "distinct_states")
+        for name in ("correct", "solved", "backtracks", "invalid_steps", *labels):
             assert f"train/rewards/countdown_{name}/mean" in scalars, (interaction, sorted(scalars))
+        # The labels' curves hold real counts: at least the start is a distinct state of every episode.
+        assert all(e.value >= 1 for e in events.Scalars("train/rewards/countdown_distinct_states/mean"))
+        assert all(e.value >= 0 for e in events.Scalars("train/rewards/countdown_dead_end_steps/mean"))
         assert {"train/completions/mean_length", "train/kl", "train/entropy", "train/reward"} <= scalars
         # Rewards are logged where a rollout was generated: each step, or every other one with reuse.
         generated = [1] if interaction == "step" else [1, 2]

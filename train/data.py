@@ -19,6 +19,7 @@ import os
 import shutil
 import statistics
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -28,7 +29,7 @@ from typing import Any
 from backtrack_gym.agents.traces import styles_for, write_trace
 from backtrack_gym.config import Config
 from backtrack_gym.envs import BACKTRACK, make_task
-from backtrack_gym.envs.core import SPLITS, Task, check_interaction
+from backtrack_gym.envs.core import SPLITS, Episode, Task, check_interaction
 from backtrack_gym.envs.seeding import item_rng
 from backtrack_gym.settings import EpisodeConfig, TaskConfig
 
@@ -45,8 +46,7 @@ def trace_row(
     task: Task, style: str, split: str, seed: int, options: dict[str, Any], interaction: str, index: int
 ) -> dict[str, Any]:
     """The data set row of item ``index``; a ``step`` row interleaves the env's observations (masked)."""
-    problem = task.generate(index, split)
-    trace = write_trace(task, problem, style, rng=item_rng(seed, split, index, TRACE_STREAM), **options)
+    problem, trace = _trace(task, style, split, seed, options, index)
     if interaction == "step":
         completion, spans = trace.step_transcript(task, problem)
     else:
@@ -64,6 +64,12 @@ def trace_row(
         "solved": trace.solved,
         "mask_spans": [list(span) for span in spans],
     }
+
+
+def _trace(task: Task, style: str, split: str, seed: int, options: dict[str, Any], index: int) -> tuple[Any, Any]:
+    """The problem of item ``index`` and its trace (the same for every build of the same arguments)."""
+    problem = task.generate(index, split)
+    return problem, write_trace(task, problem, style, rng=item_rng(seed, split, index, TRACE_STREAM), **options)
 
 
 def generate_rows(
@@ -290,6 +296,43 @@ def style_statistics(dataset: Any) -> dict[str, float]:
     }
 
 
+# Traces whose dead-end labels `backtrack-gym data` summarises per style (each one is written again).
+LABELLED_TRACES = 500
+
+
+def label_statistics(
+    task: Task, style: str, n: int, *, seed: int = 0, split: str = "train", trace_options: dict[str, Any] | None = None
+) -> dict[str, float | None]:
+    """The dead-end labels (:mod:`backtrack_gym.envs.labels`) of the first ``n`` traces of ``style``,
+    replayed in completion mode: the oracle's own mistakes before the solution and backtrack
+    precision, the reference a model's are compared with.
+
+    Means per trace of the steps into dead ends (``dead_end_steps``, Qin et al.'s "mistakes
+    before finding the right answer"), of needless backtracks and of the search's distinct
+    states and depth; ``backtrack_precision`` (the share that left a dead end) and
+    ``needless_backtrack_share`` (the share that undid a solvable state) pool every
+    backtrack of the traces (None without one).
+    """
+    means = ("dead_end_steps", "dead_ends_never_left", "backtracks_from_solvable", "distinct_states", "deepest_depth")
+    totals: Counter[str] = Counter()
+    for index in range(n):
+        problem, trace = _trace(task, style, split, seed, dict(trace_options or {}), index)
+        episode = Episode(task, problem, backtrack=True, labels=True)
+        episode.run(trace.completion, max_steps=len(trace.lines) + 1)
+        totals.update({name: getattr(episode.stats, name) for name in (*means, "dead_ends_left", "backtracks")})
+    if not n:
+        return {}
+    return {
+        **{f"{name}_mean": totals[name] / n for name in means},
+        "backtrack_precision": totals["dead_ends_left"] / totals["backtracks"] if totals["backtracks"] else None,
+        # The other reading of precision: a search that exhausts a deep dead end backtracks many
+        # times to leave it once, yet none of those backtracks undid a solvable state.
+        "needless_backtrack_share": (
+            totals["backtracks_from_solvable"] / totals["backtracks"] if totals["backtracks"] else None
+        ),
+    }
+
+
 @dataclass
 class DataConfig(Config):
     """Build SFT data sets of oracle traces and print per-style statistics.
@@ -342,6 +385,8 @@ def build_and_export(config: DataConfig, progress: bool = True) -> list[dict[str
     """Build, write and summarise each style of ``config``; returns one statistics row per style."""
     table = []
     styles = config.styles or tuple(styles_for(config.task.build()))
+    task = config.task.build(seed=config.seed)  # as build_sft_dataset builds it
+    trace_options = {"max_lines": config.max_lines, **config.trace_options}
     for style in styles:
         dataset = build_sft_dataset(
             config.task.name,
@@ -352,9 +397,13 @@ def build_and_export(config: DataConfig, progress: bool = True) -> list[dict[str
             workers=config.workers,
             progress=progress,
             task_config=config.task.config,
-            trace_options={"max_lines": config.max_lines, **config.trace_options},
+            trace_options=trace_options,
             interaction=config.episode.interaction,
         )
         export(dataset, Path(config.out_dir) / f"{config.task.name}_{style}_{config.split}", config.formats)
-        table.append({"style": style, **style_statistics(dataset)})
+        labelled = min(config.n, LABELLED_TRACES)
+        labels = label_statistics(
+            task, style, labelled, seed=config.seed, split=config.split, trace_options=trace_options
+        )
+        table.append({"style": style, **style_statistics(dataset), **labels})
     return table

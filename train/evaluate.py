@@ -43,7 +43,7 @@ from backtrack_gym.settings import EpisodeConfig, SamplingConfig, TaskConfig, Un
 from backtrack_gym.train.common import run_environment
 from backtrack_gym.train.compute import DecoderShape
 from backtrack_gym.train.estimators import maj_at_k, pass_at_k
-from backtrack_gym.train.statistics import mean_interval
+from backtrack_gym.train.statistics import mean_interval, ratio_interval
 
 METHODS = ("greedy", "sample", "search")
 # How a model whose directory names no training settings is played.
@@ -356,7 +356,10 @@ class _Evaluator:
         records = [self._episode_record(episode, text=True) for (episode,) in episodes]
         for record, episode_record in zip(self.records, records, strict=True):
             record["greedy"] = episode_record
-        self.outcomes["summary"]["greedy"] = {"solve_rate": [float(r["solved"]) for r in records]}
+        self.outcomes["summary"]["greedy"] = {
+            "solve_rate": [float(r["solved"]) for r in records],
+            **_search_outcomes([[r] for r in records]),
+        }
         return _summary(records), {"greedy": self._sequential_curve("greedy", episodes)}
 
     def sample(self) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]]]:
@@ -372,6 +375,7 @@ class _Evaluator:
         maj_k = {k: statistics.fmean(values) for k, values in maj_by_problem.items()}
         self.outcomes["summary"]["sample"] = {
             "solve_rate": [statistics.fmean(s["solved"] for s in samples) for samples in per_problem],
+            **_search_outcomes(per_problem),
             **{f"pass@{k}": values for k, values in pass_by_problem.items()},
             **{f"maj@{k}": values for k, values in maj_by_problem.items()},
         }
@@ -484,6 +488,7 @@ class _Evaluator:
             "flops": self.shape.sequence_flops(len(episode.prompt_ids) + len(env_tokens), len(model_tokens)),
             "backtracks": episode.info["backtracks"],
             "invalid_steps": episode.info["invalid_steps"],
+            **{name: episode.info[name] for name in SEARCH_RECORD},
         }
         if text:
             record["text"] = written
@@ -550,12 +555,37 @@ def _split_tokens(episode: Any, budget: int | None = None) -> tuple[list[int], l
     return model_tokens, env_tokens
 
 
+# The dead-end labels' counts (envs/labels.py) each episode record keeps; the first four are also
+# per-problem outcomes with intervals, and backtrack precision is drawn from two of them.
+SEARCH_RECORD = ("dead_end_steps", "dead_ends_left", "backtracks_from_solvable", "distinct_states", "deepest_depth")
+SEARCH_OUTCOMES = ("dead_end_steps", "dead_ends_left", "backtracks", "backtracks_from_solvable")
+
+
+def _search_outcomes(per_problem: list[list[dict[str, Any]]]) -> dict[str, list[float]]:
+    """Per problem, the mean over its episodes of each of :data:`SEARCH_OUTCOMES`."""
+    return {name: [statistics.fmean(r[name] for r in records) for records in per_problem] for name in SEARCH_OUTCOMES}
+
+
 def add_intervals(summary: dict[str, Any], curves: dict[str, list[dict[str, Any]]], outcomes: dict[str, Any]) -> None:
     """Add to each rate of ``summary`` (under ``summary[method]["intervals"]``) and to each point
     of ``curves`` its 95% bootstrap interval ``{ci_low, ci_high}``, drawn from ``outcomes``' values:
-    one per problem, or a (seeds, problems) array, resampled over seeds then problems."""
+    one per problem, or a (seeds, problems) array, resampled over seeds then problems.
+
+    Where the outcomes hold dead ends left and backtracks, ``summary[method]`` gets
+    ``backtrack_precision`` too: the share of all backtracks that left a dead end (None
+    without a backtrack), with its ratio interval (:func:`~.statistics.ratio_interval`).
+    """
+    import numpy as np
+
     for method, stats in outcomes["summary"].items():
         summary[method]["intervals"] = {stat: _interval(values) for stat, values in stats.items()}
+        if "dead_ends_left" in stats and "backtracks" in stats:
+            left, backtracks = np.asarray(stats["dead_ends_left"]), np.asarray(stats["backtracks"])
+            precision = float(left.mean() / backtracks.mean()) if backtracks.any() else None
+            summary[method]["backtrack_precision"] = precision
+            interval = ratio_interval(left, backtracks)
+            if interval is not None:
+                summary[method]["intervals"]["backtrack_precision"] = {"ci_low": interval[0], "ci_high": interval[1]}
     for name, per_point in outcomes["curves"].items():
         for point, values in zip(curves[name], per_point, strict=True):
             point.update(_interval(values))
@@ -595,7 +625,8 @@ def breakdown(key: str | None, outcomes: dict[str, Any]) -> dict[str, Any] | Non
 
 
 def _summary(records: list[dict[str, Any]]) -> dict[str, float]:
-    """Solve rate, mean tokens and FLOPs, backtracks and invalid steps over episode records."""
+    """Solve rate, mean tokens and FLOPs, backtracks, invalid steps and the dead-end labels' counts
+    over episode records."""
     return {
         "episodes": len(records),
         "solve_rate": statistics.fmean(r["solved"] for r in records),
@@ -604,6 +635,7 @@ def _summary(records: list[dict[str, Any]]) -> dict[str, float]:
         "backtracks": statistics.fmean(r["backtracks"] for r in records),
         "backtrack_rate": statistics.fmean(r["backtracks"] > 0 for r in records),
         "invalid_steps": statistics.fmean(r["invalid_steps"] for r in records),
+        **{name: statistics.fmean(r[name] for r in records) for name in SEARCH_RECORD},
     }
 
 

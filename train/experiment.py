@@ -386,8 +386,10 @@ def _mean_record(records: list[dict[str, Any]]) -> dict[str, Any]:
     for key, value in records[0].items():
         if key in ("intervals", "ci_low", "ci_high"):
             continue
-        measured = isinstance(value, (int, float)) and not isinstance(value, bool) and key not in _SETTING_KEYS
-        mean[key] = statistics.fmean(r[key] for r in records) if measured else value
+        # A measure may be None in a seed (backtrack precision without a backtrack): the others' mean.
+        values = [r[key] for r in records if r.get(key) is not None]
+        measured = bool(values) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+        mean[key] = statistics.fmean(values) if measured and key not in _SETTING_KEYS else value
     return mean
 
 

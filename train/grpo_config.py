@@ -55,7 +55,7 @@ class GRPOSettings(Config):
         trainer: the optimiser and checkpoints; ``optimizer_steps`` is the number of GRPO steps.
         sampling: how the rollouts sample.
         reward_weights: weights of the reward terms (``correct``, ``progress``, ``format``,
-            ``validity``, ``length``, ``backtrack``): the whole training reward, which is the
+            ``validity``, ``length``, ``backtrack``, ``process``): the whole training reward, which is the
             env's return (see :func:`episode_settings`; invalid steps cost only through
             ``format`` and ``validity``).
         n_prompts: training problems (train split).

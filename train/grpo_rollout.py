@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from backtrack_gym.envs import TASK_ENV_IDS
+from backtrack_gym.envs.terms import SEARCH_COUNTS
 from backtrack_gym.train.grpo_config import GRPORunConfig, episode_settings
 
 INFO_COLUMN = "episode_info"
@@ -170,4 +171,5 @@ def episode_metrics(episodes: list[Any]) -> dict[str, float]:
 
 def _plain_info(info: dict[str, Any]) -> dict[str, Any]:
     keys = ("steps", "valid_steps", "malformed_steps", "illegal_steps", "backtracks", "solved", "progress")
-    return {key: info[key] for key in keys}
+    # The dead-end counts too (the process reward term is scored from them); 0 where an info has none.
+    return {key: info[key] for key in keys} | {name: info.get(name, 0) for name in SEARCH_COUNTS}

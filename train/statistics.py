@@ -17,6 +17,10 @@ draw of problems, or another training seed, is estimated by resampling:
   problems. Which problems are easy is then shared and cancels, and the interval is
   narrower than that of two independent draws (``paired=False``, for evaluations of
   different problems).
+- **Ratios of means** (:func:`ratio_interval`, e.g. backtrack precision: dead ends left
+  per backtrack): the numerators and denominators of the same problems are resampled
+  together (the same draws), and the ratio of their means is taken in each draw, so a
+  problem with many backtracks weighs as much in every draw as in the estimate.
 - **Two-level bootstrap over seeds and problems** (a 2-D array, one row per seed):
   each resample draws the seeds with replacement, then the problems with replacement,
   and takes the mean over the drawn seeds of each one's mean over the drawn problems.
@@ -109,3 +113,29 @@ def difference_interval(
     low = bootstrap_means(before, resamples=resamples, seed=seed)
     high = bootstrap_means(after, resamples=resamples, seed=seed + 1)
     return percentile_interval(high - low, level)
+
+
+def ratio_interval(
+    numerators: Sequence[float] | np.ndarray,
+    denominators: Sequence[float] | np.ndarray,
+    *,
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    seed: int = SEED,
+) -> tuple[float, float] | None:
+    """The percentile bootstrap interval of ``mean(numerators) / mean(denominators)``.
+
+    Both are per problem (or seeds x problems) in the same order and are drawn together;
+    draws whose denominators are all 0 have no ratio and are left out. None when no draw
+    has one (every denominator is 0).
+    """
+    top, bottom = _as_table(numerators), _as_table(denominators)
+    if top.shape != bottom.shape:
+        raise ValueError(f"numerators and denominators must have the same shape, got {top.shape} and {bottom.shape}")
+    # The same seed and shape make the same draws of problems (and seeds) for both.
+    top_means = bootstrap_means(top, resamples=resamples, seed=seed)
+    bottom_means = bootstrap_means(bottom, resamples=resamples, seed=seed)
+    defined = bottom_means > 0
+    if not defined.any():
+        return None
+    return percentile_interval(top_means[defined] / bottom_means[defined], level)

@@ -24,6 +24,8 @@ class CountDownTask(Task[CountDownProblem, State, rules.Step]):
     max_line_chars = 128
     default_max_steps = 16
     breakdown_key = "target"
+    # States the dead-end label's search may expand (states of more than four numbers; ~1 ms for six).
+    label_max_nodes = 10_000
 
     def __init__(self, config: CountDownConfig | None = None):
         self.config = (config or CountDownConfig()).validate()
@@ -67,6 +69,17 @@ class CountDownTask(Task[CountDownProblem, State, rules.Step]):
 
     def solve(self, problem: CountDownProblem, state: State) -> list[rules.Step] | None:
         return rules.solve(self.rules, state, problem.target, self.config.use_all_numbers)
+
+    def solvable(self, problem: CountDownProblem, state: State, solved: bool | None = None) -> bool | None:
+        """Exact (:func:`rules.solvable_within`): always up to four numbers; beyond, None
+        when the search would expand more than ``label_max_nodes`` states."""
+        return rules.solvable_within(
+            self.rules, state, problem.target, self.config.use_all_numbers, max_nodes=self.label_max_nodes
+        )
+
+    def state_key(self, state: State) -> State:
+        # The numbers left, in any order, are one node of the search.
+        return tuple(sorted(state))
 
     def parse_step(self, line: str) -> rules.Step | Invalid:
         return grammar.parse_step(line)
@@ -136,7 +149,9 @@ class CountDownEnv(TextEnv):
     ## Rewards
 
     From :mod:`backtrack_gym.rewards`: ``correct`` (1 once solved) by default;
-    ``format``, ``validity``, ``length`` and ``backtrack`` terms by weight. Each
+    ``format``, ``validity``, ``length``, ``backtrack`` and ``process`` (each step
+    into a dead end and each needless backtrack, from the dead-end labels) terms by
+    weight. Each
     step's reward is the change of the weighted total, so an episode's return is
     the same in both interaction modes. Under ``invalid_policy="penalize"`` each
     malformed or illegal step costs ``invalid_penalty``.
@@ -165,7 +180,7 @@ class CountDownEnv(TextEnv):
     ``use_all_numbers``, ``generator``, ``min_effective_share``, ...);
     ``max_steps`` (default 16); and ``split``,
     ``interaction``, ``backtrack``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
-    ``max_action_chars``, ``render_mode`` as described in
+    ``max_action_chars``, ``labels``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.
 
     ## Example

@@ -223,10 +223,23 @@ def _makes(a: Value, target: Value, others: Collection[Value], fractions: bool) 
     return target != 0 and _quotient(a, target, fractions) in others  # a / b = target
 
 
-def _reaches(table: _ValueTable, numbers: tuple[Value, ...], target: Value, dead: set[tuple[Value, ...]]) -> bool:
+class NodeCapReached(Exception):
+    """The search expanded more states than its node cap allowed."""
+
+
+def _reaches(
+    table: _ValueTable,
+    numbers: tuple[Value, ...],
+    target: Value,
+    dead: set[tuple[Value, ...]],
+    budget: list[int] | None = None,
+) -> bool:
     """Whether combining all of ``numbers`` (a sorted tuple) can end in ``target``.
 
-    ``dead`` holds the states of this search already known not to reach it.
+    ``dead`` holds the states of this search already known not to reach it. ``budget``,
+    ``[states left, cap]`` shared by the whole search, limits how many states of more
+    than ``_SPLIT_SEARCH_LIMIT`` numbers are expanded; past it :class:`NodeCapReached`
+    (smaller sets are settled by their splits, whose work is bounded).
     """
     if len(numbers) == 1:
         return numbers[0] == target
@@ -239,8 +252,13 @@ def _reaches(table: _ValueTable, numbers: tuple[Value, ...], target: Value, dead
             for a in table.values(tuple([numbers[i] for i in inside])):
                 if _makes(a, target, others, rules.allow_fractions):
                     return True
-    elif any(_reaches(table, tuple(sorted(child)), target, dead) for *_, child in _moves(rules, numbers)):
-        return True
+    else:
+        if budget is not None:
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise NodeCapReached(f"more than {budget[1]} states expanded")
+        if any(_reaches(table, tuple(sorted(child)), target, dead, budget) for *_, child in _moves(rules, numbers)):
+            return True
     dead.add(numbers)
     return False
 
@@ -260,12 +278,26 @@ def is_solvable(rules: Rules, numbers: tuple[Value, ...], target: Value, use_all
     it is enough that the target appears among the numbers, i.e. that some of them
     combine into it.
     """
+    return _solvable(rules, numbers, target, use_all, None)
+
+
+def _solvable(rules: Rules, numbers: tuple[Value, ...], target: Value, use_all: bool, budget: list[int] | None) -> bool:
     start = tuple(sorted(numbers))
     table = _value_table(rules)
     dead: set[tuple[Value, ...]] = set()
-    if use_all:
-        return _reaches(table, start, target, dead)
-    return any(_reaches(table, part, target, dead) for part in _sub_multisets(start))
+    parts = [start] if use_all else _sub_multisets(start)
+    return any(_reaches(table, part, target, dead, budget) for part in parts)
+
+
+def solvable_within(
+    rules: Rules, numbers: tuple[Value, ...], target: Value, use_all: bool = True, max_nodes: int = 10_000
+) -> bool | None:
+    """:func:`is_solvable`, or None when deciding it would expand more than ``max_nodes``
+    states (never a wrong answer). Up to four numbers it always answers."""
+    try:
+        return _solvable(rules, numbers, target, use_all, [max_nodes, max_nodes])
+    except NodeCapReached:
+        return None
 
 
 def solve(rules: Rules, numbers: tuple[Value, ...], target: Value, use_all: bool = True) -> list[Step] | None:

@@ -122,6 +122,15 @@ class MathTask(Task[MathProblem, MathState, Step]):
             shared += 1
         return reference[shared:]
 
+    def solvable(self, problem: MathProblem, state: MathState, solved: bool | None = None) -> bool:
+        """Exact: until an answer is given the reference answer is still reachable (every
+        checked line applied is arithmetically right, the rules reject the others, and
+        any right line is legal, so :meth:`solve` goes on from it); after one, only
+        when it is right (``solved``, when given, spares checking it again)."""
+        if state.answer is None:
+            return True
+        return self.is_solved(problem, state) if solved is None else solved
+
     def parse_step(self, line: str) -> Step | Invalid | None:
         return grammar.parse_step(line)
 
@@ -194,8 +203,9 @@ class MathEnv(TextEnv):
     ## Rewards
 
     From :mod:`backtrack_gym.rewards`: ``correct`` (1 once the answer is right) by
-    default; ``validity`` (minus each wrong calculation), ``format``, ``length``
-    and ``backtrack`` by weight. Each step's reward is the change of the weighted
+    default; ``validity`` (minus each wrong calculation), ``format``, ``length``,
+    ``backtrack`` and ``process`` (from the dead-end labels: a wrong answer is a
+    dead end) by weight. Each step's reward is the change of the weighted
     total, so an episode's return is the same in both interaction modes. Under
     ``invalid_policy="penalize"`` each malformed or illegal step costs
     ``invalid_penalty``.
@@ -225,7 +235,7 @@ class MathEnv(TextEnv):
     ``latex_timeout``, ``latex_max_chars``); and ``split``, ``interaction``,
     ``backtrack``, ``backtrack_token``, ``max_steps`` (default 64),
     ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
-    ``max_action_chars``, ``render_mode`` as described in
+    ``max_action_chars``, ``labels``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.
 
     ## Example

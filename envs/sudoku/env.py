@@ -62,12 +62,16 @@ class SudokuTask(Task[SudokuProblem, State, Step]):
     def solve(self, problem: SudokuProblem, state: State) -> list[Step] | None:
         """The placements from ``state`` to the solution, in the order the solver fixes them.
 
-        None when ``state`` is a dead end: since the solution is unique, exactly when a
-        filled cell differs from it.
+        None when ``state`` is a dead end (see :meth:`solvable`).
         """
-        if any(d and d != s for d, s in zip(state, problem.solution, strict=True)):
+        if not self.solvable(problem, state):
             return None
         return solver.solve(self.board, state)
+
+    def solvable(self, problem: SudokuProblem, state: State, solved: bool | None = None) -> bool:
+        """Exact and cheap: the solution is unique, so a state is a dead end exactly when
+        a filled cell differs from it."""
+        return all(not d or d == s for d, s in zip(state, problem.solution, strict=True))
 
     def search_trace(self, problem: SudokuProblem, state: State, backtrack_token: str = BACKTRACK) -> list[str] | None:
         """The solver's depth-first search from ``state`` as lines, each ``backtrack_token``
@@ -136,7 +140,8 @@ class SudokuEnv(TextEnv):
     From :mod:`backtrack_gym.rewards`: ``correct`` (1 once solved) by default;
     ``progress`` is the partial credit, the share of the puzzle's blank cells that
     hold their solution digit (copying givens earns nothing); ``format``,
-    ``validity``, ``length`` and ``backtrack`` terms by weight. Each step's reward
+    ``validity``, ``length``, ``backtrack`` and ``process`` (from the dead-end
+    labels: a wrong digit is a dead end) terms by weight. Each step's reward
     is the change of the weighted total, so an episode's return is the same in
     both interaction modes. Under ``invalid_policy="penalize"`` each malformed or
     illegal step costs ``invalid_penalty``.
@@ -164,7 +169,7 @@ class SudokuEnv(TextEnv):
     ``max_clues``, ``held_out_fraction``, ``seed``, ``max_attempts``);
     ``max_steps`` (default: 4 steps per cell); and ``split``, ``interaction``,
     ``backtrack``, ``invalid_policy``, ``invalid_penalty``, ``reward_weights``,
-    ``max_action_chars``, ``render_mode`` as described in
+    ``max_action_chars``, ``labels``, ``render_mode`` as described in
     :class:`backtrack_gym.envs.core.TextEnv`.
 
     ## Example
