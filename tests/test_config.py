@@ -158,6 +158,19 @@ def test_main_yaml_is_the_main_job():
     assert (evaluation.n, evaluation.methods, evaluation.sampling.temperature) == (500, ["greedy", "sample"], 0.7)
 
 
+
+def test_an_experiment_evaluates_the_training_split_beside_the_held_out_one():
+    """``eval.split: train`` plays training problems, in an evaluation of its own name."""
+    from backtrack_gym.train.experiment import ExperimentConfig
+
+    held_out = build_config(ExperimentConfig, {"output_dir": "out"}).validate()
+    train = build_config(ExperimentConfig, {"output_dir": "out", "eval": {"split": "train"}}).validate()
+    first, second = (c.eval_config("direct", "model", "sft_eval") for c in (held_out, train))
+    assert (first.split, first.output_dir) == ("test", "out/direct/sft_eval-greedy-sample")
+    assert (second.split, second.output_dir) == ("train", "out/direct/sft_eval-greedy-sample-train")
+    with pytest.raises(ValueError, match="eval.split"):
+        build_config(ExperimentConfig, {"eval": {"split": "dev"}}).validate()
+
 @pytest.mark.parametrize(
     "yaml_text, message",
     [

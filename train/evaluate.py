@@ -71,6 +71,7 @@ class EvalSettings(Config):
         search_expansions: continuations per frontier state (N) of each point of the search
             curve; each point runs ``search`` with that N.
         batch_size: episodes decoded together.
+        split: ``test`` (held out) or ``train``.
     """
 
     n: int = 500
@@ -81,12 +82,16 @@ class EvalSettings(Config):
     search: SearchConfig = field(default_factory=lambda: SearchConfig(rounds=2))
     search_expansions: list[int] = field(default_factory=lambda: [4, 16])
     batch_size: int = 100
+    split: str = "test"
 
     def check(self) -> None:
+        from backtrack_gym.envs.core import SPLITS
+
         if not self.methods:
             raise ValueError(f"methods must be among {list(METHODS)}, got none")
         check_choice("methods", self.methods, METHODS)
         check_at_least(self, 1, "n", "samples", "batch_size", "budgets", "search_expansions")
+        check_choice("split", self.split, SPLITS)
 
 
 @dataclass
@@ -102,7 +107,6 @@ class EvalConfig(EvalSettings):
         model: path of the model directory (with its tokenizer), e.g. the main job's GRPO model.
         task: the task; each field unset: the model's.
         episode: how episodes are played; each field unset: the model's.
-        split: ``test`` (held out) or ``train``.
         seed: seed of the sampler.
         output_dir: when set, ``eval.json`` (the problems found, summaries and curves with
             their intervals, the per-target breakdown, per-problem outcomes and records),
@@ -113,7 +117,6 @@ class EvalConfig(EvalSettings):
     model: str = "runs/main/direct/grpo/final"
     task: UnsetTaskConfig = field(default_factory=UnsetTaskConfig)
     episode: UnsetEpisodeConfig = field(default_factory=UnsetEpisodeConfig)
-    split: str = "test"
     seed: int = 0
     output_dir: str = ""
     label: str = ""
@@ -121,10 +124,7 @@ class EvalConfig(EvalSettings):
     def check(self) -> None:
         """Check the fields (the task and episode as the model fills them in); the model itself is
         checked when it is loaded, as :func:`evaluate` may be handed one in memory."""
-        from backtrack_gym.envs.core import SPLITS
-
         super().check()
-        check_choice("split", self.split, SPLITS)
         check_at_least(self, 0, "seed")
         task, episode = self.as_trained(warn=False)
         for name, section in (("task", task), ("episode", episode)):

@@ -177,6 +177,7 @@ class ExperimentConfig(Config):
 
     def eval_config(self, arm: str, model: str, stage: str) -> EvalConfig:
         settings = self.arm_section(arm, "eval")
+        split = "" if settings.split == "test" else f"-{settings.split}"  # the held-out evaluation keeps its name
         return EvalConfig(
             **section_values(settings, EvalSettings),
             model=model,
@@ -184,7 +185,7 @@ class ExperimentConfig(Config):
             episode=UnsetEpisodeConfig(**asdict(self.episode)),
             seed=self.seed,
             # experiments that evaluate a shared model with the same methods share the evaluation
-            output_dir=str(Path(self.output_dir) / arm / f"{stage}-{'-'.join(settings.methods)}"),
+            output_dir=str(Path(self.output_dir) / arm / f"{stage}-{'-'.join(settings.methods)}{split}"),
             label=arm if stage == "sft_eval" else f"{arm}+GRPO",
         )
 
