@@ -74,13 +74,14 @@ def run_main_job(config: ExperimentConfig) -> None:
 
     from backtrack_gym.train.common import TENSORBOARD_DIR
     from backtrack_gym.train.experiment import run_experiment
-    from backtrack_gym.train.report import problem_set_line, stage_table, with_interval
+    from backtrack_gym.train.report import problem_set_line, split_title, stage_table, with_interval
 
     start = time.perf_counter()
     results = run_experiment(config, progress=True)
     evaluation = config.eval
     first = next(iter(results["arms"].values()))["sft"]["problem_set"]
-    print(f"\nheld-out solve rate after SFT and after GRPO, on {problem_set_line(first)}: greedy, then")
+    title = split_title(evaluation.split)
+    print(f"\n{title} solve rate after SFT and after GRPO, on {problem_set_line(first)}: greedy, then")
     print(
         f"sampled (pass@1) and pass@k over {evaluation.samples} samples a problem"
         f" at temperature {evaluation.sampling.temperature}; [95% interval: bootstrap over "

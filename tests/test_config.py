@@ -158,7 +158,6 @@ def test_main_yaml_is_the_main_job():
     assert (evaluation.n, evaluation.methods, evaluation.sampling.temperature) == (500, ["greedy", "sample"], 0.7)
 
 
-
 def test_an_experiment_evaluates_the_training_split_beside_the_held_out_one():
     """``eval.split: train`` plays training problems, in an evaluation of its own name."""
     from backtrack_gym.train.experiment import ExperimentConfig
@@ -170,6 +169,7 @@ def test_an_experiment_evaluates_the_training_split_beside_the_held_out_one():
     assert (second.split, second.output_dir) == ("train", "out/direct/sft_eval-greedy-sample-train")
     with pytest.raises(ValueError, match="eval.split"):
         build_config(ExperimentConfig, {"eval": {"split": "dev"}}).validate()
+
 
 @pytest.mark.parametrize(
     "yaml_text, message",

@@ -115,6 +115,11 @@ def rate(summary: dict[str, Any], stat: str | None) -> str:
     return with_interval(summary[stat], summary.get("intervals", {}).get(stat))
 
 
+def split_title(split: str) -> str:
+    """How a report names the problems of ``split``: the held-out ones, or the training ones."""
+    return "held-out" if split == "test" else "training-split"
+
+
 def problem_set_line(problem_set: dict[str, Any]) -> str:
     """How many distinct problems an evaluation found, how, and how many the split holds."""
     found, scanned = problem_set["distinct"], problem_set["scanned"]
@@ -173,7 +178,8 @@ def _problems_text(results: dict[str, Any]) -> str:
         problem_set_line(result["problem_set"]) for stages in results["arms"].values() for result in stages.values()
     }
     how = results.get("interval") or "95% percentile bootstrap over the problems"
-    return f"Held-out problems: {'; '.join(sorted(sets))}. Intervals: {how}."
+    title = split_title(results.get("config", {}).get("eval", {}).get("split", "test")).capitalize()
+    return f"{title} problems: {'; '.join(sorted(sets))}. Intervals: {how}."
 
 
 def _summary_table(results: dict[str, Any], seeds: list[int] | None) -> str:
