@@ -145,16 +145,16 @@ def test_main_yaml_is_the_main_job():
     config = main_config().validate()
     sft, grpo = config.sft_config("direct"), config.grpo_config("direct", "model")
     evaluation = config.eval_config("direct", "model", "sft_eval")
-    assert (config.task.name, config.task.config["target_max"], list(config.arms)) == ("countdown", 100, ["direct"])
+    assert (config.task.name, config.task.config["number_max"], list(config.arms)) == ("countdown", 12, ["direct"])
     assert (config.episode.interaction, config.episode.env_steps, config.episode.max_new_tokens) == ("step", 2, 64)
     assert (sft.style, sft.n_train, sft.trainer.learning_rate, sft.trainer.lr_scheduler) == (
         "direct",
-        24000,
+        40000,
         2e-3,
         "cosine",
     )
-    assert (grpo.trainer.optimizer_steps, grpo.trainer.learning_rate, grpo.sampling.temperature) == (400, 1e-4, 0.7)
-    assert (grpo.beta, grpo.first_index, grpo.reward_weights["validity"]) == (0.04, 24000, 0.5)
+    assert (grpo.trainer.optimizer_steps, grpo.trainer.learning_rate, grpo.sampling.temperature) == (300, 1e-4, 0.7)
+    assert (grpo.beta, grpo.first_index, grpo.reward_weights["validity"]) == (0.04, 40000, 0.5)
     assert (evaluation.n, evaluation.methods, evaluation.sampling.temperature) == (500, ["greedy", "sample"], 0.7)
 
 

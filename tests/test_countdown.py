@@ -273,7 +273,7 @@ def test_held_out_targets_are_the_researchs():
 
 
 def test_only_reachable_targets_are_drawn():
-    # 3 numbers in 1..9 (the main job's task) cannot make 92..95 or 97 using all three.
+    # 3 numbers in 1..9 (the experiments' task) cannot make 92..95 or 97 using all three.
     config = CountDownConfig(num_count=3, number_max=9)
     assert set(range(10, 101)) - reachable_targets(config) == {92, 93, 94, 95, 97}
     expected = {
