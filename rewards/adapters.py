@@ -49,9 +49,10 @@ def replay_stats(
     return stats_from_info(play_completion(env, problem, completion_text(completion)).info)
 
 
-# Episode facts worth a curve of their own; logged through zero-weight reward functions. A
-# None (backtrack precision without a backtrack) is left out of TRL's mean, which is nan-aware.
-METRICS: dict[str, Callable[[EpisodeStats], float | None]] = {
+# Episode facts worth a curve of their own; logged through zero-weight reward functions. Each is
+# defined for every episode: backtrack precision, undefined without a backtrack (TRL then logs
+# None and transformers warns at every step), is the ratio of the dead_ends_left and backtracks curves.
+METRICS: dict[str, Callable[[EpisodeStats], float]] = {
     "solved": lambda stats: float(stats.solved),
     "backtracks": lambda stats: float(stats.backtracks),
     "invalid_steps": lambda stats: float(stats.invalid),
@@ -59,7 +60,6 @@ METRICS: dict[str, Callable[[EpisodeStats], float | None]] = {
     "dead_end_steps": lambda stats: float(stats.dead_end_steps),
     "dead_ends_left": lambda stats: float(stats.dead_ends_left),
     "backtracks_from_solvable": lambda stats: float(stats.backtracks_from_solvable),
-    "backtrack_precision": lambda stats: stats.backtrack_precision,
     "distinct_states": lambda stats: float(stats.distinct_states),
 }
 
@@ -170,14 +170,12 @@ def _term(term: str, scored: Scored) -> float:
     return scored[0][term]
 
 
-def _metric(metric: Callable[[EpisodeStats], float | None], scored: Scored) -> float | None:
+def _metric(metric: Callable[[EpisodeStats], float], scored: Scored) -> float:
     return metric(scored[1])
 
 
-def _named(name: str, scorer: Callable[[Scored], float | None], scored_of: _LastBatch) -> RewardFunc:
-    def reward(
-        prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any
-    ) -> list[float | None]:
+def _named(name: str, scorer: Callable[[Scored], float], scored_of: _LastBatch) -> RewardFunc:
+    def reward(prompts: Sequence[Any] | None = None, completions: Sequence[Any] = (), **columns: Any) -> list[float]:
         return [scorer(scored) for scored in scored_of(completions, columns)]
 
     reward.__name__ = name

@@ -137,7 +137,7 @@ def test_sft_then_grpo_in_both_paths_with_tensorboard_curves(tmp_path):
         assert (final / "model.safetensors").is_file()
         events = tensorboard(out / "tensorboard")
         scalars = set(events.Tags()["scalars"])
-        # The dead-end labels' curves too (backtrack precision only at steps with a backtrack to measure).
+        # The dead-end labels' curves too.
         labels = ("dead_end_steps", "dead_ends_left", "backtracks_from_solvable", "distinct_states")
         for name in ("correct", "solved", "backtracks", "invalid_steps", *labels):
             assert f"train/rewards/countdown_{name}/mean" in scalars, (interaction, sorted(scalars))
