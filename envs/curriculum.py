@@ -165,6 +165,18 @@ class Curriculum:
             self._move(-1)
         return self.level
 
+    def record_many(self, solved: Sequence[bool]) -> int:
+        """Score a batch of episodes, all played at the current level, in order; returns the next level.
+
+        Once one moves the level, the rest are dropped: they were played at the level left,
+        and the new level's window must hold only its own.
+        """
+        level = self.level
+        for outcome in solved:
+            if self.record(outcome) != level:
+                break
+        return self.level
+
     def _move(self, by: int) -> None:
         self.level += by
         self.outcomes.clear()  # reasoning-gym's score_board.clear: judge the new level on its own

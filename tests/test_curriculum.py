@@ -247,3 +247,109 @@ def test_gym_make_builds_it():
     direct = CurriculumEnv("countdown", {"levels": TINY, "start_level": 1})
     assert direct.spec.kwargs["curriculum"]["levels"] == [dict(level) for level in TINY]
     assert direct.spec.make().reset(seed=0)[0] == observation
+
+
+STEP = {"episode": {"interaction": "step", "max_new_tokens": 16, "env_steps": 2}}
+GRPO_LEVELS = [dict(level) for level in TINY]
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"curriculum": {"enabled": True}}, r"curriculum: applies to the step path"),
+        ({**STEP, "curriculum": {"enabled": True, "window": 0}}, "curriculum: window must be a positive integer"),
+        (
+            {**STEP, "task": {"config": {"num_count": 3}}, "curriculum": {"enabled": True}},
+            r"curriculum: the levels set \['num_count'\]",
+        ),
+        (
+            {**STEP, "curriculum": {"enabled": True, "levels": [{"num_count": 9}]}},
+            r"curriculum: level 0 .*num_count must be in 2..8",
+        ),
+        ({**STEP, "curriculum": {"enabled": True, "levels": "num_count"}}, "curriculum.levels: cannot read"),
+    ],
+)
+def test_grpo_curriculum_settings_are_checked(fields, message):
+    pytest.importorskip("trl")
+    from backtrack_gym.config import build_config
+    from backtrack_gym.train.grpo_config import GRPORunConfig
+
+    with pytest.raises(ValueError, match=message):
+        build_config(GRPORunConfig, {"model": "tiny", **fields}).validate()
+
+
+class FakeTrainer:
+    """What a rollout function uses of TRL's trainer."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.model = SimpleNamespace(training=False, eval=lambda: None, train=lambda mode: None)
+        self.accelerator = SimpleNamespace(unwrap_model=lambda model, **_: model, num_processes=1, process_index=0)
+        self.state = SimpleNamespace(global_step=0)
+        self.metrics = {}
+
+    def _log_metric(self, name, value):
+        self.metrics.setdefault(name, []).append(value)
+
+
+def test_grpo_rollout_plays_the_levels_problems_and_moves_the_level():
+    pytest.importorskip("trl")
+    import json
+    from types import SimpleNamespace
+
+    from backtrack_gym.config import build_config
+    from backtrack_gym.envs import make_task
+    from backtrack_gym.train.grpo_config import GRPORunConfig
+    from backtrack_gym.train.grpo_rollout import EPISODE_PROMPT_COLUMN, StepRollout, prompt_dataset, prompt_row
+    from backtrack_gym.train.tokenizer import build_tokenizer
+
+    config = build_config(
+        GRPORunConfig,
+        {**STEP, "n_prompts": 2, "first_index": 10, "num_generations": 2, "seed": 1},
+    )
+    config = build_config(
+        GRPORunConfig, {"curriculum": {"enabled": True, "levels": GRPO_LEVELS, "window": 4}}, base=config
+    )
+    task = config.task.build(seed=config.seed)
+    dataset = prompt_dataset(task, config.n_prompts, first_index=config.first_index)
+    rollout = StepRollout(
+        config, build_tokenizer(task), task, dict(zip(dataset["prompt"], dataset["problem"], strict=True))
+    )
+    played = []
+    outcomes = iter([True] * 4 + [False] * 4)
+
+    def fake_play(model, problems, stream):
+        played.append([json.loads(problem) for problem in problems])
+        info = {"steps": 1, "valid_steps": 1, "malformed_steps": 0, "illegal_steps": 0, "backtracks": 0, "progress": 0}
+        tokens = {"prompt_ids": [5], "completion_ids": [6], "logprobs": [0.0], "model_mask": [1]}
+        return [
+            SimpleNamespace(stop_reason="env", truncated=False, info={**info, "solved": next(outcomes)}, **tokens)
+            for _ in problems
+        ]
+
+    rollout._play = fake_play
+    trainer = FakeTrainer()
+    prompts = [prompt for prompt in dataset["prompt"] for _ in range(2)]
+    first = rollout(prompts, trainer)
+    # Step 0 played level 0's problems 10 and 11 (first_index on), each group its own, not the data set's.
+    level0 = make_task("countdown", seed=1, **TINY[0])
+    expected = [prompt_row(level0, index)["prompt"] for index in (10, 11)]
+    assert first[EPISODE_PROMPT_COLUMN] == [expected[0], expected[0], expected[1], expected[1]]
+    assert [len(problem["numbers"]) for problem in played[0]] == [2, 2, 2, 2]
+    assert rollout.curriculum.level == 1  # four successes filled the window
+    trainer.state.global_step = 1
+    rollout(prompts, trainer)
+    assert [len(problem["numbers"]) for problem in played[1]] == [3, 3, 3, 3]
+    assert rollout.curriculum.level == 0  # four failures at level 1
+    assert trainer.metrics["curriculum/level"] == [0.0, 1.0]
+    assert trainer.metrics["curriculum/solve_rate"] == [1.0, 0.0]
+    trainer.accelerator.num_processes = 2
+    with pytest.raises(ValueError, match="curriculum runs on one process"):
+        rollout(prompts, trainer)
+
+
+def test_record_many_drops_the_episodes_of_the_level_left():
+    curriculum = Curriculum(CurriculumConfig(window=2), 3)
+    assert curriculum.record_many([True, True, False, False, False]) == 1
+    assert len(curriculum.outcomes) == 0  # the three after the move were level 0's
