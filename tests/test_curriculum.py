@@ -353,3 +353,50 @@ def test_record_many_drops_the_episodes_of_the_level_left():
     curriculum = Curriculum(CurriculumConfig(window=2), 3)
     assert curriculum.record_many([True, True, False, False, False]) == 1
     assert len(curriculum.outcomes) == 0  # the three after the move were level 0's
+
+
+@pytest.mark.slow
+def test_grpo_with_the_curriculum_logs_the_level_and_resumes_it(tmp_path):
+    torch = pytest.importorskip("torch")
+    import json
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from backtrack_gym.config import build_config
+    from backtrack_gym.envs import make_task
+    from backtrack_gym.train import build_model
+    from backtrack_gym.train.grpo import CURRICULUM_FILE, run_grpo
+    from backtrack_gym.train.grpo_config import GRPORunConfig
+    from backtrack_gym.train.tokenizer import build_tokenizer
+
+    torch.set_num_threads(1)
+    tokenizer = build_tokenizer(make_task("countdown"))
+    model = build_model("tiny", tokenizer, seed=0)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    values = {
+        **STEP,
+        "model": str(tmp_path / "model"),
+        "output_dir": str(tmp_path / "grpo"),
+        "n_prompts": 4,
+        "prompts_per_step": 2,
+        "num_generations": 2,
+        # A window of one episode and a failure threshold no rate can be under: an untrained
+        # model's unsolved episodes hold the level, and nothing moves it down.
+        "curriculum": {"enabled": True, "levels": GRPO_LEVELS, "start_level": 1, "window": 1, "failure_threshold": 0.0},
+        "trainer": {"optimizer_steps": 2, "logging_steps": 1, "save_steps": 1},
+    }
+    run_grpo(build_config(GRPORunConfig, values))
+    events = EventAccumulator(str(tmp_path / "grpo" / "tensorboard"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("train/curriculum/level")] == [1.0, 1.0]
+    saved = json.loads((tmp_path / "grpo" / "checkpoint-2" / CURRICULUM_FILE).read_text())
+    assert saved["level"] == 1 and len(saved["outcomes"]) == 1
+    # A resumed run takes the level back from the checkpoint, not from start_level.
+    (tmp_path / "grpo" / "checkpoint-2" / CURRICULUM_FILE).write_text(json.dumps({**saved, "level": 0}))
+    values["curriculum"] = {**values["curriculum"], "start_level": 1}
+    values["trainer"] = {**values["trainer"], "optimizer_steps": 3, "resume": True}
+    run_grpo(build_config(GRPORunConfig, values))
+    events = EventAccumulator(str(tmp_path / "grpo" / "tensorboard"))
+    events.Reload()
+    assert [e.value for e in events.Scalars("train/curriculum/level")][-1] == 0.0

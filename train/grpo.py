@@ -222,7 +222,9 @@ def grpo_trainer(config: GRPORunConfig) -> tuple[Any, str | None]:
         if checkpoint is not None:
             saved = Path(checkpoint) / CURRICULUM_FILE
             if not saved.is_file():
-                raise ValueError(f"{checkpoint} holds no {CURRICULUM_FILE}: it was saved by a run without the curriculum")
+                raise ValueError(
+                    f"{checkpoint} holds no {CURRICULUM_FILE}: it was saved by a run without the curriculum"
+                )
             rollout.curriculum.load_state(json.loads(saved.read_text()))
         callbacks.append(_curriculum_callback(rollout.curriculum))
     args = GRPOConfig(**grpo_arguments(config, output_dir=str(output), reward_weights=weights))
