@@ -63,7 +63,7 @@ def default_ladder(task: str) -> tuple[Level, ...]:
 def _checked_levels(task: str, levels: Sequence[Level]) -> tuple[Level, ...]:
     if isinstance(levels, (str, Mapping)) or not levels:
         raise ValueError(f"levels must be a non-empty sequence of config mappings, got {levels!r}")
-    known = {field.name for field in _config_fields(task)}
+    known = {field.name for field in dataclasses.fields(task_spec(task).config_class)}
     checked = []
     for number, level in enumerate(levels):
         if not isinstance(level, Mapping):
@@ -76,10 +76,6 @@ def _checked_levels(task: str, levels: Sequence[Level]) -> tuple[Level, ...]:
             raise ValueError(f"levels[{number}] repeats levels[{checked.index(frozen)}]")
         checked.append(frozen)
     return tuple(checked)
-
-
-def _config_fields(task: str) -> tuple[Any, ...]:
-    return dataclasses.fields(task_spec(task).config_class)
 
 
 @dataclass(frozen=True)
@@ -241,6 +237,19 @@ class CurriculumEnv(gym.Env[str, str]):
     task's env takes (config fields the ladder does not set, and the
     :class:`~backtrack_gym.envs.core.TextEnv` settings); a field a level sets is refused
     here, so a level always means the same problems.
+
+    ## Example
+
+    >>> env = CurriculumEnv("countdown", {"window": 1}, interaction="completion")
+    >>> observation, info = env.reset(seed=0)
+    >>> observation, info["curriculum_level"]
+    ('Target: 6 | Numbers: 3 3', 0)
+    >>> _, reward, terminated, _, info = env.step("3 + 3 = 6")
+    >>> reward, info["curriculum_solve_rate"], env.level
+    (1.0, 1.0, 1)
+    >>> observation, info = env.reset()
+    >>> observation, info["curriculum_level"]
+    ('Target: 19 | Numbers: 11 10 3', 1)
     """
 
     metadata = TextEnv.metadata
