@@ -16,3 +16,6 @@ __all__ = ["TASK_ENV_IDS", "BACKTRACK", "Episode", "Invalid", "Task", "TextEnv",
 for _package in pkgutil.iter_modules(__path__, prefix=f"{__name__}."):
     if _package.ispkg:
         importlib.import_module(_package.name)
+
+# After the tasks: it registers their default curriculum ladders and the curriculum env's id.
+from backtrack_gym.envs import curriculum  # noqa: E402, F401

@@ -19,7 +19,7 @@ def module_of(entry_point):
 ENV_MODULES = sorted({module_of(entry_point) for spec in TASKS.values() for entry_point in spec.env_ids.values()})
 
 
-@pytest.mark.parametrize("module_name", [*ENV_MODULES, "backtrack_gym.envs.token_env"])
+@pytest.mark.parametrize("module_name", [*ENV_MODULES, "backtrack_gym.envs.token_env", "backtrack_gym.envs.curriculum"])
 def test_docstring_examples_pass(module_name):
     if module_name.endswith("token_env"):
         pytest.importorskip("transformers")  # its example builds a tokenizer

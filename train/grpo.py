@@ -15,6 +15,7 @@ Two paths:
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,22 @@ def _samples_callback(log: CompletionLog, tensorboard: Any) -> Any:
     return SampleText()
 
 
+CURRICULUM_FILE = "curriculum.json"
+
+
+def _curriculum_callback(curriculum: Any) -> Any:
+    """Writes the curriculum's level and window into each checkpoint, for a resumed run to take back."""
+    from transformers import TrainerCallback
+
+    class SaveCurriculum(TrainerCallback):
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                (folder / CURRICULUM_FILE).write_text(json.dumps(curriculum.state()))
+
+    return SaveCurriculum()
+
+
 def grpo_model_card(config: GRPORunConfig) -> str:
     """The model card of a GRPO run: the model it started from, trained on which episodes."""
     hub_id = None if Path(config.model).exists() else config.model
@@ -200,6 +217,16 @@ def grpo_trainer(config: GRPORunConfig) -> tuple[Any, str | None]:
     funcs[0] = samples
     checkpoint = last_checkpoint(output) if config.trainer.resume else None
     tensorboard = tensorboard_callback(output, checkpoint_step(checkpoint))
+    callbacks = [tensorboard, _samples_callback(samples, tensorboard)]
+    if rollout is not None and rollout.curriculum is not None:
+        if checkpoint is not None:
+            saved = Path(checkpoint) / CURRICULUM_FILE
+            if not saved.is_file():
+                raise ValueError(
+                    f"{checkpoint} holds no {CURRICULUM_FILE}: it was saved by a run without the curriculum"
+                )
+            rollout.curriculum.load_state(json.loads(saved.read_text()))
+        callbacks.append(_curriculum_callback(rollout.curriculum))
     args = GRPOConfig(**grpo_arguments(config, output_dir=str(output), reward_weights=weights))
     anchor = SFTAnchor(config, tokenizer, task) if config.sft_coef else None
     trainer_class = with_model_card(grpo_trainer_class(anchor, step_mode), grpo_model_card(config))
@@ -209,7 +236,7 @@ def grpo_trainer(config: GRPORunConfig) -> tuple[Any, str | None]:
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
-        callbacks=[tensorboard, _samples_callback(samples, tensorboard)],
+        callbacks=callbacks,
         rollout_func=rollout,
     )
     return trainer, checkpoint

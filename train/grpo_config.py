@@ -48,6 +48,44 @@ def grpo_trainer_defaults() -> TrainerConfig:
 
 
 @dataclass
+class CurriculumSettings(Config):
+    """GRPO's adaptive curriculum (step path; the rule is :mod:`backtrack_gym.envs.curriculum`'s).
+
+    The data set's rows then only count the groups: each group plays a fresh training
+    problem of the current level, and every episode's outcome is scored in the window.
+    Logged as ``curriculum/level`` (the level a step played) and ``curriculum/solve_rate``.
+
+    Attributes:
+        enabled: turn the curriculum on.
+        levels: the ladder, easiest first, each a mapping of the task's config fields laid
+            over ``task.config``; empty: the task's default ladder.
+        start_level: the level of the first step.
+        window: episodes the solve rate is taken over (reasoning-gym's ``last_k``).
+        success_threshold: up one level above this rate (reasoning-gym: 0.70).
+        failure_threshold: down one level below this rate (reasoning-gym: 0.10).
+    """
+
+    enabled: bool = False
+    levels: list[dict[str, Any]] = field(default_factory=list)
+    start_level: int = 0
+    window: int = 64
+    success_threshold: float = 0.7
+    failure_threshold: float = 0.1
+
+    def build(self) -> Any:
+        """These settings as a :class:`~backtrack_gym.envs.curriculum.CurriculumConfig`."""
+        from backtrack_gym.envs.curriculum import CurriculumConfig
+
+        return CurriculumConfig(
+            levels=tuple(self.levels),
+            start_level=self.start_level,
+            window=self.window,
+            success_threshold=self.success_threshold,
+            failure_threshold=self.failure_threshold,
+        )
+
+
+@dataclass
 class GRPOSettings(Config):
     """GRPO's own settings: the groups, the loss and the reward.
 
@@ -84,6 +122,7 @@ class GRPOSettings(Config):
         sft_style: trace style of those traces (as in the SFT data).
         sft_batch_size: traces in each step's supervised batch.
         samples_to_log: completions written to TensorBoard at each log.
+        curriculum: an adaptive curriculum over the task's difficulty (step path).
         use_vllm: generate with vLLM (GPU only; single-turn path).
         torch_compile: compile the policy's and the reference model's training forward and
             backward with ``torch.compile`` (the rollout decodes uncompiled). Log-probs are
@@ -116,6 +155,7 @@ class GRPOSettings(Config):
     sft_style: str = "direct"
     sft_batch_size: int = 32
     samples_to_log: int = 4
+    curriculum: CurriculumSettings = field(default_factory=CurriculumSettings)
     use_vllm: bool = False
     torch_compile: bool = False
     reference_bf16: bool = False
@@ -176,7 +216,33 @@ class GRPORunConfig(GRPOSettings):
             raise ValueError("resample_rounds applies to the step path (episode.interaction='step')")
         if self.use_vllm and step_mode:
             raise ValueError("use_vllm applies to the single-turn path (episode.interaction='completion')")
+        if self.curriculum.enabled:
+            self.check_curriculum(step_mode)
         check_model_source(self.model)
+
+    def check_curriculum(self, step_mode: bool) -> None:
+        # TRL draws the single-turn path's prompts from the data set itself, so only the
+        # step path's rollout can choose the problems a step plays.
+        if not step_mode:
+            raise ValueError("curriculum: applies to the step path (episode.interaction='step')")
+        try:
+            self.level_tasks()
+        except ValueError as err:
+            raise ValueError(f"curriculum: {err}") from None
+
+    def level_tasks(self) -> list[Any]:
+        """The task of each curriculum level: ``task.config`` with the level laid over it."""
+        ladder = self.curriculum.build().validate(self.task.name).ladder(self.task.name)
+        clashes = sorted({key for level in ladder for key in level} & set(self.task.config))
+        if clashes:
+            raise ValueError(f"the levels set {clashes}; do not set them in task.config too")
+        tasks = []
+        for number, level in enumerate(ladder):
+            try:
+                tasks.append(self.task.build(seed=self.seed, **level))
+            except ValueError as err:
+                raise ValueError(f"level {number} ({dict(level)}): {err}") from None
+        return tasks
 
 
 def episode_settings(config: GRPORunConfig) -> dict[str, Any]:

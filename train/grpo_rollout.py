@@ -41,13 +41,28 @@ class StepRollout:
     trainer's global step, so a resumed run plays what the killed one would have
     played; fresh problems come from past the data set's (``first_index + n_prompts``
     on), a separate block for each step, round and process.
+
+    With ``curriculum.enabled`` each group plays a fresh problem of the curriculum's level
+    instead of its data set row (a block of ``groups`` per step and process from
+    ``first_index``, in the level's own stream), and every episode's outcome moves the
+    level by :class:`~backtrack_gym.envs.curriculum.Curriculum`'s rule; ``curriculum/level``
+    and ``curriculum/solve_rate`` are logged. Its state is :attr:`curriculum`, saved with
+    each checkpoint (see :mod:`.grpo`).
     """
 
     def __init__(self, config: GRPORunConfig, tokenizer: Any, task: Any, problems: dict[str, str]):
+        from backtrack_gym.envs.curriculum import Curriculum
+
         self.config = config
         self.tokenizer = tokenizer
         self.task = task
         self.problems = problems
+        self.curriculum = None
+        if config.curriculum.enabled:
+            settings = config.curriculum.build()
+            self.ladder = settings.ladder(config.task.name)
+            self.level_tasks = config.level_tasks()
+            self.curriculum = Curriculum(settings, len(self.ladder))
 
     def __call__(self, prompts: list[str], trainer: Any) -> dict[str, list[Any]]:
         config = self.config
@@ -58,10 +73,21 @@ class StepRollout:
         model = trainer.accelerator.unwrap_model(trainer.model, keep_torch_compile=False)
         was_training = model.training
         model.eval()
+        level = None
+        if self.curriculum is not None:
+            if trainer.accelerator.num_processes > 1:
+                # Each process would move its own level on its own episodes.
+                raise ValueError("curriculum runs on one process (its level is not shared across processes)")
+            level = self.curriculum.level
+            rows = self._level_rows(trainer, len(prompts) // size)
+            prompts = [row["prompt"] for row in rows for _ in range(size)]
+            problems = [row["problem"] for row in rows for _ in range(size)]
+        else:
+            problems = [self.problems[p] for p in prompts]
         try:
             # One sampling stream per (step, round, process); process 0's are the single-process streams.
             stream = step * (config.resample_rounds + 1) + (trainer.accelerator.process_index << 40)
-            episodes = self._play(model, [self.problems[p] for p in prompts], stream)
+            episodes = self._play(model, problems, stream)
             resampled = 0
             for round_ in range(config.resample_rounds):
                 stale = self._uniform_groups(prompts, episodes)
@@ -83,6 +109,10 @@ class StepRollout:
             trainer._log_metric("resampled_groups", float(resampled))
         for name, value in episode_metrics(episodes).items():
             trainer._log_metric(name, value)
+        if self.curriculum is not None:
+            self.curriculum.record_many([bool(e.info["solved"]) for e in episodes])
+            trainer._log_metric("curriculum/level", float(level))
+            trainer._log_metric("curriculum/solve_rate", float(self.curriculum.last_rate))
         return {
             "prompt_ids": [e.prompt_ids for e in episodes],
             "completion_ids": [e.completion_ids for e in episodes],
@@ -110,7 +140,8 @@ class StepRollout:
             seed=config.seed * 1_000_003 + stream,
             share_prefill=config.share_prefill,
         )
-        env_args = {"interaction": "step", **episode_settings(config), **config.task.config}
+        level = {} if self.curriculum is None else self.ladder[self.curriculum.level]
+        env_args = {"interaction": "step", **episode_settings(config), **config.task.config, **level}
         envs = [gym.make(TASK_ENV_IDS[config.task.name], **env_args) for _ in problems]
         try:
             agent = LMAgent(
@@ -130,7 +161,17 @@ class StepRollout:
         accelerator = trainer.accelerator
         block = (trainer.state.global_step * self.config.resample_rounds + round_) * accelerator.num_processes
         first = self.config.first_index + self.config.n_prompts + (block + accelerator.process_index) * groups
-        return [prompt_row(self.task, first + k) for k in range(count)]
+        return [prompt_row(self._level_task(), first + k) for k in range(count)]
+
+    def _level_task(self) -> Any:
+        return self.task if self.curriculum is None else self.level_tasks[self.curriculum.level]
+
+    def _level_rows(self, trainer: Any, groups: int) -> list[dict[str, str]]:
+        """A problem of the current level for each of ``groups`` groups, a block per (step, process)."""
+        accelerator = trainer.accelerator
+        block = trainer.state.global_step * accelerator.num_processes + accelerator.process_index
+        first = self.config.first_index + block * groups
+        return [prompt_row(self._level_task(), first + k) for k in range(groups)]
 
     def _uniform_groups(self, prompts: list[str], episodes: list[Any]) -> list[int]:
         """Start indices of the groups whose episodes all earn the same reward."""
