@@ -365,7 +365,8 @@ def test_grpo_with_the_curriculum_logs_the_level_and_resumes_it(tmp_path):
     from backtrack_gym.config import build_config
     from backtrack_gym.envs import make_task
     from backtrack_gym.train import build_model
-    from backtrack_gym.train.grpo import CURRICULUM_FILE, run_grpo
+    from backtrack_gym.train.common import TRAINER_STATE
+    from backtrack_gym.train.grpo import run_grpo, saved_curriculum
     from backtrack_gym.train.grpo_config import GRPORunConfig
     from backtrack_gym.train.tokenizer import build_tokenizer
 
@@ -390,10 +391,13 @@ def test_grpo_with_the_curriculum_logs_the_level_and_resumes_it(tmp_path):
     events = EventAccumulator(str(tmp_path / "grpo" / "tensorboard"))
     events.Reload()
     assert [e.value for e in events.Scalars("train/curriculum/level")] == [1.0, 1.0]
-    saved = json.loads((tmp_path / "grpo" / "checkpoint-2" / CURRICULUM_FILE).read_text())
+    saved = saved_curriculum(tmp_path / "grpo" / "checkpoint-2")
     assert saved["level"] == 1 and len(saved["outcomes"]) == 1
     # A resumed run takes the level back from the checkpoint, not from start_level.
-    (tmp_path / "grpo" / "checkpoint-2" / CURRICULUM_FILE).write_text(json.dumps({**saved, "level": 0}))
+    trainer_state = tmp_path / "grpo" / "checkpoint-2" / TRAINER_STATE
+    state = json.loads(trainer_state.read_text())
+    state["stateful_callbacks"]["CurriculumState"]["attributes"]["curriculum"]["level"] = 0
+    trainer_state.write_text(json.dumps(state))
     values["curriculum"] = {**values["curriculum"], "start_level": 1}
     values["trainer"] = {**values["trainer"], "optimizer_steps": 3, "resume": True}
     run_grpo(build_config(GRPORunConfig, values))

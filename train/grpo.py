@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from backtrack_gym.train.common import (
+    TRAINER_STATE,
     checkpoint_step,
     last_checkpoint,
     model_card,
@@ -158,20 +159,29 @@ def _samples_callback(log: CompletionLog, tensorboard: Any) -> Any:
     return SampleText()
 
 
-CURRICULUM_FILE = "curriculum.json"
-
-
 def _curriculum_callback(curriculum: Any) -> Any:
-    """Writes the curriculum's level and window into each checkpoint, for a resumed run to take back."""
+    """Keeps the curriculum's level and window in each checkpoint's ``trainer_state.json``.
+
+    The Trainer writes that file last, as the mark of a complete checkpoint, so a complete
+    checkpoint always holds the curriculum of its step (a separate file could be missing
+    after a kill between the two writes).
+    """
     from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
 
-    class SaveCurriculum(TrainerCallback):
-        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            if state.is_world_process_zero:
-                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-                (folder / CURRICULUM_FILE).write_text(json.dumps(curriculum.state()))
+    class CurriculumState(TrainerCallback, ExportableState):
+        def state(self) -> dict[str, Any]:
+            return {"args": {}, "attributes": {"curriculum": curriculum.state()}}
 
-    return SaveCurriculum()
+    return CurriculumState()
+
+
+def saved_curriculum(checkpoint: str | Path) -> dict[str, Any]:
+    """The curriculum state a checkpoint holds (see :func:`_curriculum_callback`)."""
+    saved = json.loads((Path(checkpoint) / TRAINER_STATE).read_text()).get("stateful_callbacks", {})
+    if "CurriculumState" not in saved:
+        raise ValueError(f"{checkpoint} holds no curriculum state: it was saved by a run without the curriculum")
+    return saved["CurriculumState"]["attributes"]["curriculum"]
 
 
 def grpo_model_card(config: GRPORunConfig) -> str:
@@ -220,12 +230,7 @@ def grpo_trainer(config: GRPORunConfig) -> tuple[Any, str | None]:
     callbacks = [tensorboard, _samples_callback(samples, tensorboard)]
     if rollout is not None and rollout.curriculum is not None:
         if checkpoint is not None:
-            saved = Path(checkpoint) / CURRICULUM_FILE
-            if not saved.is_file():
-                raise ValueError(
-                    f"{checkpoint} holds no {CURRICULUM_FILE}: it was saved by a run without the curriculum"
-                )
-            rollout.curriculum.load_state(json.loads(saved.read_text()))
+            rollout.curriculum.load_state(saved_curriculum(checkpoint))
         callbacks.append(_curriculum_callback(rollout.curriculum))
     args = GRPOConfig(**grpo_arguments(config, output_dir=str(output), reward_weights=weights))
     anchor = SFTAnchor(config, tokenizer, task) if config.sft_coef else None
