@@ -21,6 +21,7 @@ from backtrack_gym.train.trl_env import (  # noqa: E402
     chat_tokenizer,
     env_metric_functions,
     environment_factory,
+    trace_conversation,
 )
 
 TASK_CONFIG = {"num_count": 3, "number_max": 9, "target_min": 10, "target_max": 40}
@@ -108,6 +109,34 @@ def test_chat_format_passes_trls_checks_and_parses_back(tokenizer):
     assert parsed["tool_calls"] == calls and parsed["content"] == ""
     text = tokenizer("no tool call<eos>", add_special_tokens=False)["input_ids"]
     assert parse_response(tokenizer, text, prefix=prompt) == {"role": "assistant", "content": "no tool call"}
+
+
+def test_a_trace_played_as_tool_calls_renders_and_parses_back(task, tokenizer):
+    import numpy as np
+    from trl.chat_template_utils import parse_response
+
+    from backtrack_gym.agents.traces import write_trace
+
+    row = chat_prompt_dataset(task, 1, first_index=2)[0]
+    trace = write_trace(task, task.coerce_problem(row["problem"]), "dfs", rng=np.random.default_rng(0))
+    assert "<backtrack>" in trace.lines  # this problem's DFS backtracks, so both tools are played
+    env = TRLEnv("countdown", **TASK_CONFIG)
+    messages = trace_conversation(env, row, trace.lines)
+    replay = TextEnv(task, interaction="step", backtrack=True)
+    assert env.get_reward() == pytest.approx(play_completion(replay, row["problem"], trace.completion).total)
+    assert env.info["solved"] and env.info["backtracks"] == trace.backtracks
+    # Each assistant turn, rendered, parses back to the tool call it was, as TRL's loop reads it.
+    for k, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prompt = tokenizer.apply_chat_template(messages[:k], add_generation_prompt=True, return_dict=False)
+        full = tokenizer.apply_chat_template(messages[: k + 1], return_dict=False)
+        assert full[: len(prompt)] == prompt
+        parsed = parse_response(tokenizer, full[len(prompt) :], prefix=prompt)
+        assert parsed.get("tool_calls") == message.get("tool_calls")
+    assert [m["tool_calls"][0]["function"]["name"] for m in messages if m.get("tool_calls")].count(
+        "backtrack"
+    ) == trace.lines.count("<backtrack>")
 
 
 def scripted_turn(history: str, variant: int, solutions: dict[str, list[str]]) -> str:

@@ -30,12 +30,13 @@ parse, so a model trained from scratch can play too.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
 from backtrack_gym.envs import TASK_ENV_IDS
+from backtrack_gym.envs.core import BACKTRACK
 from backtrack_gym.rewards import episode_reward_functions
 from backtrack_gym.train.grpo_rollout import prompt_dataset
 
@@ -210,6 +211,31 @@ def chat_prompt_dataset(task: Task, n: int, split: str = "train", first_index: i
     lead = instructions if not instructions or instructions.endswith("\n") else instructions + "\n"
     rows = prompt_dataset(task, n, split, first_index)
     return rows.map(lambda _: {"prompt": [{"role": "user", "content": lead}]})
+
+
+def tool_call(line: str, backtrack_token: str = BACKTRACK) -> dict[str, Any]:
+    """The tool call that plays ``line``: ``backtrack()`` for the backtrack line, else ``step(line)``."""
+    if line == backtrack_token:
+        return {"type": "function", "function": {"name": "backtrack", "arguments": {}}}
+    return {"type": "function", "function": {"name": "step", "arguments": {"line": line}}}
+
+
+def trace_conversation(env: TRLEnv, row: Mapping[str, Any], lines: list[str]) -> list[dict[str, Any]]:
+    """The conversation of a rollout of ``row`` that plays ``lines`` (a trace's, say) one tool call
+    each, with the env's answers, then ends with a turn of no tool call: an SFT example of the
+    chat format, as TRL would render the rollout (the first observation closes the user message)."""
+    prompt = [dict(message) for message in row["prompt"]]
+    prompt[-1]["content"] += env.reset(**row)
+    messages = list(prompt)
+    for line in lines:
+        if env.text_env.done:
+            break
+        call = tool_call(line, env.text_env.backtrack_token)
+        messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+        answer = env.backtrack() if call["function"]["name"] == "backtrack" else env.step(line)
+        messages.append({"role": "tool", "name": call["function"]["name"], "content": answer})
+    messages.append({"role": "assistant", "content": ""})
+    return messages
 
 
 def env_metric_functions(task_name: str) -> list[Callable[..., list[float | None]]]:
