@@ -2,7 +2,7 @@
 
 The model (the ``tiny`` preset, built from its config: nothing is downloaded) learns the
 chat and tool-call format of :func:`~backtrack_gym.train.trl_env.chat_tokenizer` from a
-short supervised warm-up on search traces played as tool calls, then TRL's
+short supervised warm-up on search traces (DFS by default) played as tool calls, then TRL's
 ``GRPOTrainer`` trains it against CountDown envs wrapped by
 :class:`~backtrack_gym.train.trl_env.TRLEnv`: TRL resets one env per rollout on the
 row's problem, runs the model's ``step``/``backtrack`` tool calls in it and takes the
@@ -23,8 +23,8 @@ from typing import Any
 TASK_CONFIG = {"num_count": 3, "number_max": 9, "target_min": 10, "target_max": 40}
 
 
-def warm_up(model: Any, tokenizer: Any, task: Any, steps: int, seed: int, batch_size: int = 8) -> float:
-    """``steps`` supervised steps on DFS traces played as tool calls (loss on the assistant's tokens); the last loss."""
+def warm_up(model: Any, tokenizer: Any, task: Any, steps: int, seed: int, style: str, batch_size: int = 8) -> float:
+    """``steps`` supervised steps on ``style`` traces played as tool calls (loss on the assistant's part)."""
     import numpy as np
     import torch
 
@@ -36,7 +36,7 @@ def warm_up(model: Any, tokenizer: Any, task: Any, steps: int, seed: int, batch_
     rows = chat_prompt_dataset(task, 128, first_index=10_000)
     examples = []
     for k, row in enumerate(rows):
-        trace = write_trace(task, task.coerce_problem(row["problem"]), "dfs", rng=np.random.default_rng([seed, k]))
+        trace = write_trace(task, task.coerce_problem(row["problem"]), style, rng=np.random.default_rng([seed, k]))
         messages = trace_conversation(env, row, trace.lines)
         encoded = tokenizer.apply_chat_template(
             messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True
@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     """Warm up, train with GRPO, print each step's reward and solve rate; returns TRL's log history."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--warmup-steps", type=int, default=200)
+    parser.add_argument("--style", default="dfs", help="the warm-up traces' style (dfs backtracks)")
     parser.add_argument("--temperature", type=float, default=0.5, help="GRPO's sampling temperature")
     parser.add_argument("--grpo-steps", type=int, default=10)
     parser.add_argument("--prompts", type=int, default=64, help="GRPO data set size")
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     model = build_model("tiny", tokenizer, seed=args.seed)
     start = time.perf_counter()
     if args.warmup_steps:
-        loss = warm_up(model, tokenizer, task, args.warmup_steps, args.seed)
+        loss = warm_up(model, tokenizer, task, args.warmup_steps, args.seed, args.style)
         print(f"warm-up: {args.warmup_steps} steps, last loss {loss:.3f}, {time.perf_counter() - start:.0f} s")
     metrics = env_metric_functions(task.name)
     config = GRPOConfig(
