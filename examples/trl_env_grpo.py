@@ -2,7 +2,7 @@
 
 The model (the ``tiny`` preset, built from its config: nothing is downloaded) learns the
 chat and tool-call format of :func:`~backtrack_gym.train.trl_env.chat_tokenizer` from a
-short supervised warm-up on search traces (DFS by default) played as tool calls, then TRL's
+short supervised warm-up on oracle traces (``--style``) played as tool calls, then TRL's
 ``GRPOTrainer`` trains it against CountDown envs wrapped by
 :class:`~backtrack_gym.train.trl_env.TRLEnv`: TRL resets one env per rollout on the
 row's problem, runs the model's ``step``/``backtrack`` tool calls in it and takes the
@@ -24,7 +24,7 @@ TASK_CONFIG = {"num_count": 3, "number_max": 9, "target_min": 10, "target_max": 
 
 
 def warm_up(model: Any, tokenizer: Any, task: Any, steps: int, seed: int, style: str, batch_size: int = 8) -> float:
-    """``steps`` supervised steps on ``style`` traces played as tool calls (loss on the assistant's part)."""
+    """``steps`` supervised steps on ``style`` traces as tool calls (loss on the assistant's part); the last loss."""
     import numpy as np
     import torch
 
@@ -63,8 +63,8 @@ def warm_up(model: Any, tokenizer: Any, task: Any, steps: int, seed: int, style:
 def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     """Warm up, train with GRPO, print each step's reward and solve rate; returns TRL's log history."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--warmup-steps", type=int, default=200)
-    parser.add_argument("--style", default="dfs", help="the warm-up traces' style (dfs backtracks)")
+    parser.add_argument("--warmup-steps", type=int, default=1500)
+    parser.add_argument("--style", default="direct", help="the warm-up traces' style (dfs: with backtracks, slower)")
     parser.add_argument("--temperature", type=float, default=0.5, help="GRPO's sampling temperature")
     parser.add_argument("--grpo-steps", type=int, default=10)
     parser.add_argument("--prompts", type=int, default=64, help="GRPO data set size")
