@@ -76,13 +76,8 @@ class CurriculumSettings(Config):
         """These settings as a :class:`~backtrack_gym.envs.curriculum.CurriculumConfig`."""
         from backtrack_gym.envs.curriculum import CurriculumConfig
 
-        return CurriculumConfig(
-            levels=tuple(self.levels),
-            start_level=self.start_level,
-            window=self.window,
-            success_threshold=self.success_threshold,
-            failure_threshold=self.failure_threshold,
-        )
+        # Every field but ``enabled`` is CurriculumConfig's, under its name.
+        return CurriculumConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(CurriculumConfig)})
 
 
 @dataclass

@@ -238,7 +238,7 @@ def trace_conversation(env: TRLEnv, row: Mapping[str, Any], lines: list[str]) ->
     return messages
 
 
-def env_metric_functions(task_name: str) -> list[Callable[..., list[float | None]]]:
+def env_metric_functions(task_name: str) -> list[Callable[..., list[float]]]:
     """The episode curves of :data:`backtrack_gym.rewards.METRICS` (solved, backtracks, ...) as
     TRL reward functions read from each rollout's :class:`TRLEnv` (give them weight 0)."""
     # Terms weighted 0: episode_reward_functions puts them first; only its metric functions are kept.
@@ -246,8 +246,8 @@ def env_metric_functions(task_name: str) -> list[Callable[..., list[float | None
     return [_from_environments(func) for func in scored]
 
 
-def _from_environments(func: Callable[..., list[float | None]]) -> Callable[..., list[float | None]]:
-    def metric(prompts: Any = None, completions: Any = (), environments: Any = (), **columns: Any) -> list[Any]:
+def _from_environments(func: Callable[..., list[float]]) -> Callable[..., list[float]]:
+    def metric(prompts: Any = None, completions: Any = (), environments: Any = (), **columns: Any) -> list[float]:
         infos = [environment.info for environment in environments]
         return func(prompts=prompts, completions=completions, episode_info=infos)
 
