@@ -76,6 +76,9 @@ class ExperimentConfig(Config):
     Attributes:
         name: experiment name (names the result files).
         task: the task, shared by training and evaluation.
+        sft_task_config: task config fields laid over ``task.config`` for the SFT stage alone
+            (its traces), so the SFT model can learn an easier task than GRPO trains on and
+            evaluation scores, e.g. the curriculum experiment's; empty: ``task`` itself.
         episode: how the models act in the env, in SFT data, GRPO and evaluation.
         model: preset size trained from scratch (or a pretrained model path).
         output_dir: run directory; one sub-directory per arm and stage.
@@ -88,7 +91,9 @@ class ExperimentConfig(Config):
             arm, e.g. ``{dfs: {sft: {style: dfs, n_train: 6000}}}``; an arm trains GRPO when
             its ``grpo.trainer.optimizer_steps`` is above 0.
         sft: SFT's settings (every arm's, unless it overrides them); an experiment's stages
-            always resume, whatever ``trainer.resume`` says.
+            always resume, whatever ``trainer.resume`` says. Arms whose ``sft`` and ``eval``
+            sections are equal share one SFT model and its evaluation, trained and written
+            under the first such arm's directory.
         grpo: GRPO's settings, after SFT; ``trainer.optimizer_steps`` 0 (the default) runs none.
         eval: how each stage's model is evaluated.
         plot: curve names drawn in ``<name>.png`` (``greedy``, ``sampled``, ``best_of_n``,
@@ -97,6 +102,7 @@ class ExperimentConfig(Config):
 
     name: str = "countdown_backtracking"
     task: TaskConfig = field(default_factory=TaskConfig)
+    sft_task_config: dict[str, Any] = field(default_factory=dict)
     episode: EpisodeConfig = field(default_factory=EpisodeConfig)
     model: str = "1M"
     output_dir: str = "runs/experiments/countdown"
@@ -153,15 +159,25 @@ class ExperimentConfig(Config):
     def _shared(self) -> dict[str, Any]:
         return {"task": self.task, "episode": self.episode, "seed": self.seed}
 
+    def sft_owner(self, arm: str) -> str:
+        """The first arm whose SFT model and its evaluation ``arm`` shares: equal ``sft`` and
+        ``eval`` sections train the same model and score it the same way."""
+        sections = ("sft", "eval")
+        own = [self.arm_section(arm, name) for name in sections]
+        return next(other for other in self.arms if [self.arm_section(other, name) for name in sections] == own)
+
     def sft_config(self, arm: str) -> SFTRunConfig:
         sft = self.arm_section(arm, "sft")
         # An experiment's stages always resume: a killed experiment goes on where it stopped.
         sft = replace(sft, trainer=replace(sft.trainer, resume=True))
+        shared = self._shared()
+        if self.sft_task_config:
+            shared["task"] = replace(self.task, config={**self.task.config, **self.sft_task_config})
         return SFTRunConfig(
             **section_values(sft, SFTSettings),
-            **self._shared(),
+            **shared,
             model=self.model,
-            output_dir=str(Path(self.output_dir) / arm / "sft"),
+            output_dir=str(Path(self.output_dir) / self.sft_owner(arm) / "sft"),
         )
 
     def grpo_config(self, arm: str, model: str) -> GRPORunConfig:
@@ -177,6 +193,8 @@ class ExperimentConfig(Config):
 
     def eval_config(self, arm: str, model: str, stage: str) -> EvalConfig:
         settings = self.arm_section(arm, "eval")
+        if stage == "sft_eval":
+            arm = self.sft_owner(arm)  # a shared SFT model is evaluated once
         split = "" if settings.split == "test" else f"-{settings.split}"  # the held-out evaluation keeps its name
         return EvalConfig(
             **section_values(settings, EvalSettings),
@@ -218,9 +236,8 @@ def _run_arms(config: ExperimentConfig, progress: bool) -> tuple[dict[str, Any],
     for arm in config.arms:
         results["arms"][arm] = arm_results = {}
         outcomes[arm] = {}
-        model = _stage(
-            Path(config.output_dir) / arm / "sft", config.sft_config(arm), lambda arm=arm: _train_sft(config, arm)
-        )
+        sft = config.sft_config(arm)
+        model = _stage(Path(sft.output_dir), sft, lambda arm=arm: _train_sft(config, arm))
         sft_eval = config.eval_config(arm, str(model["path"]), "sft_eval")
         arm_results["sft"], outcomes[arm]["sft"] = _evaluate_stage(sft_eval, model, progress)
         if config.arm_has_grpo(arm):

@@ -226,11 +226,12 @@ class GRPORunConfig(GRPOSettings):
             raise ValueError(f"curriculum: {err}") from None
 
     def level_tasks(self) -> list[Any]:
-        """The task of each curriculum level: ``task.config`` with the level laid over it."""
+        """The task of each curriculum level: ``task.config`` with the level laid over it.
+
+        A level's fields win over ``task.config``'s, which then stay the final difficulty
+        evaluation scores (the curriculum experiment's ladder climbs to it).
+        """
         ladder = self.curriculum.build().validate(self.task.name).ladder(self.task.name)
-        clashes = sorted({key for level in ladder for key in level} & set(self.task.config))
-        if clashes:
-            raise ValueError(f"the levels set {clashes}; do not set them in task.config too")
         tasks = []
         for number, level in enumerate(ladder):
             try:
