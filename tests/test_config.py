@@ -171,6 +171,35 @@ def test_an_experiment_evaluates_the_training_split_beside_the_held_out_one():
         build_config(ExperimentConfig, {"eval": {"split": "dev"}}).validate()
 
 
+def test_arms_with_equal_sft_and_eval_sections_share_one_sft_model():
+    """Arms that differ only in GRPO train one SFT model and evaluate it once, under the first arm."""
+    from backtrack_gym.train.experiment import ExperimentConfig
+
+    arms = {"flat": {}, "curriculum": {"grpo": {"beta": 0.1}}, "direct": {"sft": {"style": "direct"}}}
+    config = build_config(ExperimentConfig, {"output_dir": "out", "arms": arms}).validate()
+    assert [config.sft_owner(arm) for arm in arms] == ["flat", "flat", "direct"]
+    assert config.sft_config("curriculum").output_dir == "out/flat/sft"
+    assert config.eval_config("curriculum", "m", "sft_eval").output_dir == "out/flat/sft_eval-greedy-sample"
+    assert config.eval_config("curriculum", "m", "grpo_eval").output_dir == "out/curriculum/grpo_eval-greedy-sample"
+    assert config.sft_config("direct").output_dir == "out/direct/sft"
+    # An arm evaluated otherwise evaluates its own copy of the model.
+    apart = {"flat": {}, "more": {"eval": {"n": 50}}}
+    assert build_config(ExperimentConfig, {"arms": apart}).validate().sft_owner("more") == "more"
+
+
+def test_sft_task_config_changes_the_sft_task_alone():
+    from backtrack_gym.train.experiment import ExperimentConfig
+
+    fields = {"task": {"config": {"num_count": 4}}, "sft_task_config": {"num_count": 3}, "grpo": {}}
+    fields["grpo"] = {"trainer": {"optimizer_steps": 2}}
+    config = build_config(ExperimentConfig, fields).validate()
+    assert config.sft_config("direct").task.config == {"num_count": 3}
+    assert config.grpo_config("direct", "m").task.config == {"num_count": 4}
+    assert config.eval_config("direct", "m", "sft_eval").task.config == {"num_count": 4}
+    with pytest.raises(ValueError, match="num_count"):
+        build_config(ExperimentConfig, {"sft_task_config": {"num_count": 99}}).validate()
+
+
 @pytest.mark.parametrize(
     "yaml_text, message",
     [

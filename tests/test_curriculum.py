@@ -259,10 +259,6 @@ GRPO_LEVELS = [dict(level) for level in TINY]
         ({"curriculum": {"enabled": True}}, r"curriculum: applies to the step path"),
         ({**STEP, "curriculum": {"enabled": True, "window": 0}}, "curriculum: window must be a positive integer"),
         (
-            {**STEP, "task": {"config": {"num_count": 3}}, "curriculum": {"enabled": True}},
-            r"curriculum: the levels set \['num_count'\]",
-        ),
-        (
             {**STEP, "curriculum": {"enabled": True, "levels": [{"num_count": 9}]}},
             r"curriculum: level 0 .*num_count must be in 2..8",
         ),
@@ -276,6 +272,20 @@ def test_grpo_curriculum_settings_are_checked(fields, message):
 
     with pytest.raises(ValueError, match=message):
         build_config(GRPORunConfig, {"model": "tiny", **fields}).validate()
+
+
+def test_grpo_curriculum_levels_win_over_task_config():
+    """A ladder may climb to task.config's own difficulty (which evaluation then scores)."""
+    pytest.importorskip("trl")
+    from backtrack_gym.config import build_config
+    from backtrack_gym.train.grpo_config import GRPORunConfig
+
+    fields = {"task": {"config": {"num_count": 4, "number_max": 12}}, "curriculum": {"enabled": True}}
+    fields["curriculum"]["levels"] = [{"num_count": 3}, {"num_count": 4}]
+    config = build_config(GRPORunConfig, {"model": "tiny", **STEP, **fields})
+    config.validate()
+    levels = [(task.config.num_count, task.config.number_max) for task in config.level_tasks()]
+    assert levels == [(3, 12), (4, 12)]
 
 
 class FakeTrainer:
