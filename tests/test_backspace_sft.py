@@ -266,8 +266,19 @@ def test_tiny_sft_run_on_augmented_data_with_each_loss(tmp_path, monkeypatch):
         return batch
 
     monkeypatch.setattr(BackspaceCollator, "__call__", counted)
-    for loss in ("bc", "sequencematch_chi2"):
-        out = tmp_path / loss
+    from backtrack_gym.train.tokenizer import save_tokenizer
+
+    sampler = tmp_path / "sampler"  # a saved model whose own errors are the wrong tokens
+    tokenizer = build_tokenizer(make_task("countdown", **TASK_CONFIG))
+    build_model("tiny", tokenizer, seed=1).save_pretrained(sampler)
+    save_tokenizer(tokenizer, sampler)
+    runs = [
+        ("bc", {"rate": 0.2}),
+        ("sequencematch_chi2", {"rate": 0.2}),
+        ("bc", {"rate": 0.2, "source": "model", "model": str(sampler)}),
+    ]
+    for k, (loss, backspace) in enumerate(runs):
+        out = tmp_path / f"run{k}"
         config = build_config(
             SFTRunConfig,
             {
@@ -277,7 +288,7 @@ def test_tiny_sft_run_on_augmented_data_with_each_loss(tmp_path, monkeypatch):
                 "n_train": 16,
                 "batch_size": 4,
                 "workers": 1,
-                "backspace": {"rate": 0.2},
+                "backspace": backspace,
                 "loss": {"name": loss},
                 "trainer": {"optimizer_steps": 2, "logging_steps": 1, "save_steps": 2},
                 "output_dir": str(out),

@@ -188,6 +188,8 @@ def backspace_setup(config: SFTRunConfig, tokenizer: Any, train_set: Any, base: 
             from backtrack_gym.train.models import load_pretrained
 
             sampler = load_pretrained(config.backspace.model)[1].eval()
+            if sampler.get_output_embeddings().weight.shape[0] < len(tokenizer):
+                raise ValueError(f"backspace.model: {config.backspace.model} does not share the run's tokenizer")
         train_set, inserted, eligible = augment_dataset(
             train_set, tokenizer, config.backspace, config.seed, interaction=config.episode.interaction, model=sampler
         )
