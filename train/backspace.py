@@ -282,7 +282,7 @@ def sequencematch_chi2_terms(
 ) -> dict[str, torch.Tensor]:
     """The SequenceMatch-chi^2 loss and its parts, from the logits ``[B, T, V]`` as Q-values.
 
-    SequenceMatch (Cundy & Ermon 2024, section 3) takes the logits as a soft Q-function,
+    SequenceMatch (Cundy & Ermon 2024) takes the logits as a soft Q-function,
     ``Q(s, a) = logits[s, a]``, with ``V(s) = logsumexp_a Q(s, a)`` and the policy
     ``softmax(Q)`` (so ``Q(s, a) - V(s) = log pi(a | s)``), and minimises IQ-Learn's
     objective (Garg et al. 2021) with the chi^2 divergence, ``phi(r) = r - r^2 / (4 alpha)``
