@@ -302,3 +302,41 @@ def test_tiny_sft_run_on_augmented_data_with_each_loss(tmp_path, monkeypatch):
     # The trainer was fed the collator's 4D-masked batches, <bksp> included.
     assert batches and all(b["attention_mask"].dim() == 4 for b in batches)
     assert any(bool(b["wrong_action"].any()) for b in batches)
+
+
+def test_the_4d_mask_equals_the_agents_replay_mask_in_step_mode(task, tokenizer, model):
+    from datasets import Dataset
+
+    bksp = tokenizer.convert_tokens_to_ids(BKSP)
+    rows = [trace_row(task, "dfs", "train", 0, {}, "step", i) for i in range(3)]
+    data = Dataset.from_list([tokenize_row(tokenizer, r["prompt"], r["completion"], r["mask_spans"]) for r in rows])
+    augmented, inserted, _ = augment_dataset(data, tokenizer, BackspaceConfig(rate=0.3), seed=0, interaction="step")
+    assert inserted > 0
+    # The model writes the labelled tokens and the wrong ones; the env writes the observations.
+    written = []
+    for row in augmented:
+        ids, labels = row["input_ids"], row["labels"]
+        written.append([t for k, t in enumerate(ids) if labels[k] != IGNORE or ids[k + 1 : k + 2] == [bksp]])
+
+    def force(batch_rows, model_tokens, scores):
+        forced = torch.full_like(scores, -torch.inf)
+        for k, (row, emitted) in enumerate(zip(batch_rows, model_tokens, strict=True)):
+            forced[k, written[row][len(emitted)]] = 0.0
+        return forced
+
+    envs = [
+        gym.make("backtrack_gym/CountDown-v0", interaction="step", backtrack=True, max_steps=64, **TASK_CONFIG)
+        for _ in rows
+    ]
+    agent = LMAgent(model, tokenizer, max_new_tokens=512, logits_processor=force)
+    problems = [{"problem": task.problem_from_dict(json.loads(r["problem"]))} for r in rows]
+    episodes = agent.rollout(envs, options=problems)
+    batch = BackspaceCollator(tokenizer.pad_token_id, bksp)(list(augmented))
+    for i, (episode, row) in enumerate(zip(episodes, augmented, strict=True)):
+        # The env ends the episode at the solving line, before the trace's last eos.
+        n = len(episode.input_ids)
+        assert episode.stop_reason == "env" and episode.prompt_ids + episode.completion_ids == row["input_ids"][:n]
+        replayed = replay_batch([episode], tokenizer.pad_token_id)
+        assert torch.equal(batch["input_ids"][i, :n], replayed["input_ids"][0])
+        assert torch.equal(batch["position_ids"][i, :n], replayed["position_ids"][0])
+        assert torch.equal(batch["attention_mask"][i, :, :n, :n], replayed["attention_mask"][0])
