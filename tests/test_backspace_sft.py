@@ -340,3 +340,17 @@ def test_the_4d_mask_equals_the_agents_replay_mask_in_step_mode(task, tokenizer,
         assert torch.equal(batch["input_ids"][i, :n], replayed["input_ids"][0])
         assert torch.equal(batch["position_ids"][i, :n], replayed["position_ids"][0])
         assert torch.equal(batch["attention_mask"][i, :, :n, :n], replayed["attention_mask"][0])
+
+
+def test_an_experiment_arm_turns_the_augmentation_and_the_loss_on():
+    from backtrack_gym.train.experiment import ExperimentConfig
+
+    arms = {
+        "plain": {"sft": {"style": "dfs"}},
+        "sequencematch": {"sft": {"backspace": {"rate": 0.05}, "loss": {"name": "sequencematch_chi2", "alpha": 1.0}}},
+    }
+    config = build_config(ExperimentConfig, {"task": {"config": TASK_CONFIG}, "arms": arms}).validate()
+    plain, matched = config.sft_config("plain"), config.sft_config("sequencematch")
+    assert plain.backspace.rate == 0.0 and plain.loss.name == "bc"
+    assert matched.backspace.rate == 0.05 and matched.loss.name == "sequencematch_chi2" and matched.loss.alpha == 1.0
+    assert matched.loss.gamma == SFTLossConfig().gamma  # a section laid over its default, field by field
