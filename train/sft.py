@@ -14,6 +14,7 @@ from typing import Any
 
 from backtrack_gym.config import Config, check_at_least, check_positive, check_style
 from backtrack_gym.settings import EpisodeConfig, TaskConfig
+from backtrack_gym.train.backspace import BackspaceConfig, SFTLossConfig
 from backtrack_gym.train.common import (
     TrainerConfig,
     checkpoint_step,
@@ -49,6 +50,8 @@ class SFTSettings(Config):
         lora: train LoRA adapters (peft) instead of all weights.
         lora_rank: LoRA rank.
         workers: processes writing the traces.
+        backspace: backspace augmentation (a wrong token, then ``<bksp>``; docs/backspace.md).
+        loss: the objective: ``bc`` or ``sequencematch_chi2`` (docs/backspace.md).
         trainer: the optimiser and checkpoints.
     """
 
@@ -61,6 +64,8 @@ class SFTSettings(Config):
     lora: bool = False
     lora_rank: int = 16
     workers: int = 2
+    backspace: BackspaceConfig = field(default_factory=BackspaceConfig)
+    loss: SFTLossConfig = field(default_factory=SFTLossConfig)
     trainer: TrainerConfig = field(default_factory=sft_trainer_defaults)
 
     def check(self) -> None:
@@ -172,6 +177,31 @@ def token_count_callback(trainer: Any) -> Any:
     return SFTTokenCount()
 
 
+def backspace_setup(config: SFTRunConfig, tokenizer: Any, train_set: Any, base: type) -> tuple[Any, Any, type]:
+    """The augmented data set, its collator (the agent's 4D mask) and the trainer class of ``config.loss``."""
+    from backtrack_gym.envs.core import BKSP, action_token_ids
+    from backtrack_gym.train.backspace import BackspaceCollator, augment_dataset, backspace_trainer_class
+
+    if config.backspace.rate > 0:
+        sampler = None
+        if config.backspace.source == "model":
+            from backtrack_gym.train.models import load_pretrained
+
+            sampler = load_pretrained(config.backspace.model)[1].eval()
+            if sampler.get_output_embeddings().weight.shape[0] < len(tokenizer):
+                raise ValueError(f"backspace.model: {config.backspace.model} does not share the run's tokenizer")
+        train_set, inserted, eligible = augment_dataset(
+            train_set, tokenizer, config.backspace, config.seed, interaction=config.episode.interaction, model=sampler
+        )
+        print(f"backspace: {inserted} wrong tokens and <bksp> inserted before {eligible} labelled tokens")
+        size = len(train_set)
+        train_set = train_set.filter(lambda row: len(row["input_ids"]) <= config.max_length)
+        if len(train_set) < size:
+            print(f"dropped {size - len(train_set)} augmented traces longer than {config.max_length} tokens")
+    collator = BackspaceCollator(tokenizer.pad_token_id, action_token_ids(tokenizer)[BKSP])
+    return train_set, collator, backspace_trainer_class(base, config.loss)
+
+
 def run_sft(config: SFTRunConfig) -> Path:
     """Train and save the model (with its tokenizer) to ``<output_dir>/final``; returns that path."""
     from trl import SFTConfig, SFTTrainer
@@ -202,6 +232,9 @@ def run_sft(config: SFTRunConfig) -> Path:
     train_set, dropped = tokenize_dataset(dataset, tokenizer, config.max_length)
     if dropped:
         print(f"dropped {dropped} of {len(dataset)} traces longer than {config.max_length} tokens")
+    collator, trainer_class = None, SFTTrainer
+    if config.backspace.rate > 0 or config.loss.name != "bc":
+        train_set, collator, trainer_class = backspace_setup(config, tokenizer, train_set, SFTTrainer)
     checkpoint = last_checkpoint(output) if config.trainer.resume else None
     args = SFTConfig(
         output_dir=str(output),
@@ -211,10 +244,11 @@ def run_sft(config: SFTRunConfig) -> Path:
         seed=config.seed,
         **config.trainer.training_arguments(),
     )
-    trainer = with_model_card(SFTTrainer, sft_model_card(config))(
+    trainer = with_model_card(trainer_class, sft_model_card(config))(
         model=model,
         args=args,
         train_dataset=train_set,
+        data_collator=collator,
         processing_class=tokenizer,
         callbacks=[tensorboard_callback(output, checkpoint_step(checkpoint))],
     )
