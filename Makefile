@@ -12,6 +12,10 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 setup:
 	$(PIP) install --quiet "$(TORCH)" 2>/dev/null || $(PIP) install --quiet "$(TORCH)" --extra-index-url $(TORCH_CPU_INDEX)
 	$(PIP) install --quiet -c constraints.txt -e ".[train,rl,math,test]"
+	# openenv-core 0.3.0 requires gradio, whose every release conflicts with the pins (pillow<13 or
+	# huggingface-hub<2): install it without its deps, plus the ones its server and client import.
+	$(PIP) install --quiet -c constraints.txt fastapi uvicorn websockets requests httpx fastmcp
+	$(PIP) install --quiet --no-deps "openenv-core==0.3.0"
 
 run: setup
 	$(PYTHON) -m backtrack_gym run

@@ -7,6 +7,9 @@ Importing this package imports every task package in it, and each registers itse
 import importlib
 import pkgutil
 
+from gymnasium.envs.registration import register as gym_register
+from gymnasium.envs.registration import registry as gym_registry
+
 from backtrack_gym.envs.core import BACKTRACK, Episode, Invalid, Task, TextEnv
 from backtrack_gym.envs.registry import TASK_ENV_IDS, make_task
 from backtrack_gym.envs.token_env import TokenEnv
@@ -19,3 +22,7 @@ for _package in pkgutil.iter_modules(__path__, prefix=f"{__name__}."):
 
 # After the tasks: it registers their default curriculum ladders and the curriculum env's id.
 from backtrack_gym.envs import curriculum  # noqa: E402, F401
+
+# The OpenEnv client (needs the openenv extra only when made): gym.make(REMOTE, base_url=..., env_id=...).
+if "backtrack_gym/Remote-v0" not in gym_registry:
+    gym_register(id="backtrack_gym/Remote-v0", entry_point="backtrack_gym.envs.remote:RemoteEnv")
