@@ -60,6 +60,7 @@ def trace_row(
         "num_lines": len(trace.lines),
         "num_steps": trace.steps,
         "num_backtracks": trace.backtracks,
+        "num_reflections": trace.reflections,
         "num_tokens": count_tokens(completion),
         "solved": trace.solved,
         "mask_spans": [list(span) for span in spans],
@@ -172,6 +173,7 @@ def dataset_features() -> Any:
             "num_lines": datasets.Value("int32"),
             "num_steps": datasets.Value("int32"),
             "num_backtracks": datasets.Value("int32"),
+            "num_reflections": datasets.Value("int32"),
             "num_tokens": datasets.Value("int32"),
             "solved": datasets.Value("bool"),
             "mask_spans": datasets.Sequence(datasets.Sequence(datasets.Value("int32"))),
@@ -278,7 +280,7 @@ def _write_jsonl(dataset: Any, path: Path) -> None:
 
 
 def style_statistics(dataset: Any) -> dict[str, float]:
-    """Count, solved fraction, trace length in tokens and lines (mean/median/max), mean backtracks."""
+    """Count, solved fraction, trace length in tokens and lines (mean/median/max), mean backtracks and reflections."""
     tokens, lines = dataset["num_tokens"], dataset["num_lines"]
     count = len(tokens)
     if not count:
@@ -293,6 +295,7 @@ def style_statistics(dataset: Any) -> dict[str, float]:
         "lines_median": statistics.median(lines),
         "lines_max": max(lines),
         "backtracks_mean": statistics.fmean(dataset["num_backtracks"]),
+        "reflections_mean": statistics.fmean(dataset["num_reflections"]),
     }
 
 

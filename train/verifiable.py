@@ -111,6 +111,7 @@ def verifiable_rows(task: Any, config: VerifiableConfig, generate: Generate) -> 
                 "num_lines": sum(1 for line in completion.splitlines() if line.strip()),
                 "num_steps": stats.valid,
                 "num_backtracks": stats.backtracks,
+                "num_reflections": 0,
                 "num_tokens": count_tokens(completion, (config.backtrack_token,)),
                 "solved": True,
                 "mask_spans": [[0, wrong_end]] if config.mask_wrong else [],

@@ -27,6 +27,7 @@ class Trace:
         final_state: the state the writer ended in (what a replay must reach).
         backtracks: states undone (a ``<backtrack>`` line undoes one).
         steps: steps applied (what a replay counts as valid steps).
+        reflections: reflection lines written before backtracks (``astro`` traces; 0 for the others).
     """
 
     lines: list[str]
@@ -35,6 +36,7 @@ class Trace:
     final_state: Any
     backtracks: int
     steps: int
+    reflections: int = 0
 
     @property
     def completion(self) -> str:

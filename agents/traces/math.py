@@ -1,4 +1,4 @@
-"""Math trace styles: the reference solution, and self-backtracking.
+"""Math trace styles: the reference solution, self-backtracking, and ASTRO's MCTS traces (:mod:`.astro`).
 
 A miscalculated line is an illegal step in the Math env (it never enters the state,
 so a backtrack could not withdraw it). The self-backtracking trace therefore
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from backtrack_gym.agents.traces.astro import astro
 from backtrack_gym.agents.traces.core import Trace, TraceWriter
 from backtrack_gym.agents.traces.self_backtracking import check_self_backtrack_options
 from backtrack_gym.envs.core import BACKTRACK, Invalid
@@ -114,4 +115,4 @@ def self_backtrack(
     return writer.finish()
 
 
-STYLES = {"direct": direct, "self_backtrack": self_backtrack}
+STYLES = {"direct": direct, "self_backtrack": self_backtrack, "astro": astro}
