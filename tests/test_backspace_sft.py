@@ -35,12 +35,7 @@ from backtrack_gym.train.sft import SFTRunConfig, run_sft, tokenize_row  # noqa:
 TASK_CONFIG = {"num_count": 3, "number_max": 9, "target_min": 10, "target_max": 40}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ ENV_ID = "backtrack_gym/CountDown-v0"
 PROBLEM = {"numbers": [3, 8], "target": 24}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Two torch threads on two busy cores spin far slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
