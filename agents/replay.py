@@ -7,9 +7,12 @@ has a ``masked_from[j]``: the first slot that no longer sees it (the sequence le
 when every later slot does). :func:`per_query_mask` turns rows of ``masked_from`` into
 that mask; it is the one builder both users share:
 
+- :func:`slot_batch` pads rows of agent slots (an episode's ``input_ids``,
+  ``position_ids`` and ``masked_from``), left-padded where a row starts late: step-mode
+  GRPO's training forward (:mod:`backtrack_gym.train.grpo_backspace`), which lays each
+  episode out in TRL's left-padded prompt, right-padded completion frame;
 - :func:`replay_batch` batches finished :class:`~backtrack_gym.agents.lm.LMEpisode`
-  records (the agent's replay: RL on its own episodes, the tests' check of its
-  log-probabilities);
+  records through it (the agent's replay: the tests' check of its log-probabilities);
 - the backspace-augmented SFT collator (:mod:`backtrack_gym.train.backspace`) batches
   token sequences, whose slots :func:`backspace_slots` lays out as the agent would
   have fed them.
@@ -84,6 +87,42 @@ def backspace_slots(tokens: Sequence[int], bksp_id: int) -> tuple[list[int], lis
     return fed, position, masked_from
 
 
+def slot_batch(
+    rows: Sequence[tuple[Sequence[int], Sequence[int], Sequence[int]]],
+    width: int,
+    pad_token_id: int,
+    offsets: Sequence[int] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``input_ids``, ``position_ids`` and the 4D ``attention_mask`` of rows of agent slots, padded to ``width``.
+
+    Each row is ``(input_ids, position_ids, masked_from)`` of one sequence, as
+    :class:`~backtrack_gym.agents.lm.LMEpisode` records them (``masked_from`` capped at the
+    sequence's length). Row ``i`` starts at slot ``offsets[i]`` (0 by default): the slots
+    before it are left padding, which, like the right padding after it, is fed
+    ``pad_token_id`` at position 0 and seen by itself only, so the sequence's own slots
+    see exactly what they saw unpadded. The mask is :func:`per_query_mask`'s.
+    """
+    import torch
+
+    offsets = [0] * len(rows) if offsets is None else list(offsets)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    masked_from = []
+    for i, ((fed, positions, until), offset) in enumerate(zip(rows, offsets, strict=True)):
+        size = len(fed)
+        if offset < 0 or offset + size > width:
+            raise ValueError(f"row {i}: {size} slots from offset {offset} do not fit in width {width}")
+        input_ids[i, offset : offset + size] = torch.tensor(list(fed), dtype=torch.long)
+        position_ids[i, offset : offset + size] = torch.tensor(list(positions), dtype=torch.long)
+        # A left-padding slot k is seen by query k alone (masked from k + 1 on).
+        masked_from.append(list(range(1, offset + 1)) + [m + offset for m in until])
+    return {
+        "input_ids": input_ids,
+        "position_ids": position_ids,
+        "attention_mask": per_query_mask(masked_from, width),
+    }
+
+
 def replay_batch(episodes: Sequence[LMEpisode], pad_token_id: int) -> dict[str, torch.Tensor]:
     """Batch ``episodes`` for one training forward pass that sees what the sampler saw.
 
@@ -96,19 +135,13 @@ def replay_batch(episodes: Sequence[LMEpisode], pad_token_id: int) -> dict[str, 
     import torch
 
     n, width = len(episodes), max(len(e.input_ids) for e in episodes)
-    out = {
-        "input_ids": torch.full((n, width), pad_token_id, dtype=torch.long),
-        "position_ids": torch.zeros((n, width), dtype=torch.long),
-        "labels": torch.full((n, width), pad_token_id, dtype=torch.long),
-        "model_mask": torch.zeros((n, width), dtype=torch.long),
-        "logprobs": torch.zeros((n, width), dtype=torch.float32),
-    }
+    out = slot_batch([(e.input_ids, e.position_ids, e.masked_from) for e in episodes], width, pad_token_id)
+    out["labels"] = torch.full((n, width), pad_token_id, dtype=torch.long)
+    out["model_mask"] = torch.zeros((n, width), dtype=torch.long)
+    out["logprobs"] = torch.zeros((n, width), dtype=torch.float32)
     for i, e in enumerate(episodes):
         size, start = len(e.input_ids), len(e.prompt_ids)
-        out["input_ids"][i, :size] = torch.tensor(e.input_ids)
-        out["position_ids"][i, :size] = torch.tensor(e.position_ids)
         out["labels"][i, :size] = torch.tensor(e.prompt_ids + e.completion_ids)
         out["model_mask"][i, start:size] = torch.tensor(e.model_mask)
         out["logprobs"][i, start:size] = torch.tensor(e.logprobs)
-    out["attention_mask"] = per_query_mask([e.masked_from for e in episodes], width)
     return out

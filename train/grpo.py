@@ -8,9 +8,11 @@ Two paths:
 - ``episode.interaction="step"`` (multi turn): a ``rollout_func``
   (:class:`~.grpo_rollout.StepRollout`) plays the LM agent against the envs line by
   line; the env's observation tokens are attended to but carry no loss (``env_mask``),
-  and rewards are scored from each episode's final ``info``. TRL recomputes
-  log-probabilities with a 2D attention mask, which cannot express a deleted token, so
-  this path samples no ``<bksp>``; ``<backtrack>`` lines are kept.
+  and rewards are scored from each episode's final ``info``. ``<backtrack>`` lines are
+  kept. ``<bksp>`` is not sampled by default (TRL recomputes log-probabilities with a 2D
+  attention mask, which cannot express a deleted token); with ``backspace`` it is, and
+  the trainer of :mod:`.grpo_backspace` recomputes them through each episode's per-query
+  (4D) mask, so TRL's loss sees the probabilities the agent sampled with.
 """
 
 from __future__ import annotations
@@ -83,15 +85,23 @@ class SFTAnchor:
         return {"input_ids": ids, "attention_mask": mask, "labels": padded("labels", IGNORE)}
 
 
-def grpo_trainer_class(anchor: SFTAnchor | None, step_mode: bool = False) -> type:
+def grpo_trainer_class(anchor: SFTAnchor | None, step_mode: bool = False, backspace: bool = False) -> type:
     """TRL's ``GRPOTrainer``, or a subclass of it for an anchor or the step path.
 
     With ``anchor`` it adds the anchor's supervised loss; with ``step_mode`` it drops TRL's
-    eos-based completion metrics (:data:`EOS_METRICS`), which :class:`StepRollout` replaces.
+    eos-based completion metrics (:data:`EOS_METRICS`), which :class:`StepRollout` replaces;
+    with ``backspace`` (step path) it scores episodes through their 4D masks
+    (:func:`~.grpo_backspace.backspace_trainer_class`).
     """
     from trl import GRPOTrainer
 
+    from backtrack_gym.train.grpo_backspace import backspace_trainer_class
+
     base = GRPOTrainer
+    if backspace:
+        if not step_mode:
+            raise ValueError("backspace applies to the step path (episode.interaction='step')")
+        base = backspace_trainer_class(base)
     if step_mode:
 
         class StepGRPOTrainer(base):
@@ -234,7 +244,7 @@ def grpo_trainer(config: GRPORunConfig) -> tuple[Any, str | None]:
         callbacks.append(_curriculum_callback(rollout.curriculum))
     args = GRPOConfig(**grpo_arguments(config, output_dir=str(output), reward_weights=weights))
     anchor = SFTAnchor(config, tokenizer, task) if config.sft_coef else None
-    trainer_class = with_model_card(grpo_trainer_class(anchor, step_mode), grpo_model_card(config))
+    trainer_class = with_model_card(grpo_trainer_class(anchor, step_mode, config.backspace), grpo_model_card(config))
     trainer = trainer_class(
         model=model,
         reward_funcs=funcs,

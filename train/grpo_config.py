@@ -130,6 +130,13 @@ class GRPOSettings(Config):
         share_prefill: step path: encode each group's shared prompt once and copy its KV
             cache to the group's rows (the prompt is a third of a rollout's tokens). The
             episodes are the same up to float rounding.
+        backspace: step path: let the rollout sample ``<bksp>`` (off: its score is set to
+            -inf, the research default). The policy's, old and reference log-probabilities
+            of TRL's loss are then recomputed through each episode's per-query (4D) mask
+            and position ids, so they are those the agent sampled with; every model token
+            carries loss, a deleted one and the ``<bksp>`` included (see
+            :mod:`backtrack_gym.train.grpo_backspace` and docs/backspace.md). Needs a model
+            with ``sdpa`` or ``eager`` attention; logged as ``episodes/bksp_rate``.
     """
 
     trainer: TrainerConfig = field(default_factory=grpo_trainer_defaults)
@@ -155,6 +162,7 @@ class GRPOSettings(Config):
     torch_compile: bool = False
     reference_bf16: bool = False
     share_prefill: bool = True
+    backspace: bool = False
 
     def check(self) -> None:
         from backtrack_gym.rewards import check_weights
@@ -211,6 +219,8 @@ class GRPORunConfig(GRPOSettings):
             raise ValueError("resample_rounds applies to the step path (episode.interaction='step')")
         if self.use_vllm and step_mode:
             raise ValueError("use_vllm applies to the single-turn path (episode.interaction='completion')")
+        if self.backspace and not step_mode:
+            raise ValueError("backspace applies to the step path (episode.interaction='step')")
         if self.curriculum.enabled:
             self.check_curriculum(step_mode)
         check_model_source(self.model)

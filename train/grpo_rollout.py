@@ -16,6 +16,9 @@ from backtrack_gym.train.grpo_config import GRPORunConfig, episode_settings
 
 INFO_COLUMN = "episode_info"
 EPISODE_PROMPT_COLUMN = "episode_prompt"  # the prompt each episode played, after resampling
+# With ``backspace``: each episode's slots as the agent fed them (LMEpisode's fields of these names),
+# which the trainer needs to recompute log-probabilities through the per-query mask.
+SLOT_COLUMNS = ("input_ids", "position_ids", "masked_from")
 
 
 def prompt_dataset(task: Any, n: int, split: str = "train", first_index: int = 0) -> Any:
@@ -48,13 +51,20 @@ class StepRollout:
     level by :class:`~backtrack_gym.envs.curriculum.Curriculum`'s rule; ``curriculum/level``
     and ``curriculum/solve_rate`` are logged. Its state is :attr:`curriculum`, saved with
     each checkpoint (see :mod:`.grpo`).
+
+    ``<bksp>`` is never sampled unless ``backspace`` is on; then the output also holds each
+    episode's slots (:data:`SLOT_COLUMNS`, as ``slot_<name>``) for
+    :mod:`.grpo_backspace`'s trainer, and ``episodes/bksp_rate`` (the share of the model's
+    tokens that are ``<bksp>``) is logged.
     """
 
     def __init__(self, config: GRPORunConfig, tokenizer: Any, task: Any, problems: dict[str, str]):
+        from backtrack_gym.envs.core import BKSP, action_token_ids
         from backtrack_gym.envs.curriculum import Curriculum
 
         self.config = config
         self.tokenizer = tokenizer
+        self.bksp_id = action_token_ids(tokenizer)[BKSP]
         self.task = task
         self.problems = problems
         self.curriculum = None
@@ -107,17 +117,17 @@ class StepRollout:
             model.train(was_training)
         if config.resample_rounds:
             trainer._log_metric("resampled_groups", float(resampled))
-        for name, value in episode_metrics(episodes).items():
+        metrics = episode_metrics(episodes)
+        if config.backspace:
+            metrics["episodes/bksp_rate"] = bksp_rate(episodes, self.bksp_id)
+        for name, value in metrics.items():
             trainer._log_metric(name, value)
         if self.curriculum is not None:
             self.curriculum.record_many([bool(e.info["solved"]) for e in episodes])
             trainer._log_metric("curriculum/level", float(level))
             trainer._log_metric("curriculum/solve_rate", float(self.curriculum.last_rate))
         return {
-            "prompt_ids": [e.prompt_ids for e in episodes],
-            "completion_ids": [e.completion_ids for e in episodes],
-            "logprobs": [e.logprobs for e in episodes],
-            "env_mask": [e.model_mask for e in episodes],
+            **episode_columns(episodes, slots=config.backspace),
             INFO_COLUMN: [_plain_info(e.info) for e in episodes],
             EPISODE_PROMPT_COLUMN: prompts,
         }
@@ -126,10 +136,9 @@ class StepRollout:
         import gymnasium as gym
 
         from backtrack_gym.agents.lm import DecodeConfig, LMAgent
-        from backtrack_gym.envs.core import BKSP, action_token_ids
 
         config = self.config
-        bksp = action_token_ids(self.tokenizer)[BKSP]
+        bksp = self.bksp_id
 
         def no_backspace(rows: list[int], tokens: list[list[int]], scores: Any) -> Any:
             scores[:, bksp] = float("-inf")
@@ -149,7 +158,7 @@ class StepRollout:
                 self.tokenizer,
                 decoding,
                 max_new_tokens=config.episode.max_new_tokens,
-                logits_processor=no_backspace,
+                logits_processor=None if config.backspace else no_backspace,
             )
             return agent.rollout(envs, options=[{"problem": problem} for problem in problems])
         finally:
@@ -208,6 +217,31 @@ def episode_metrics(episodes: list[Any]) -> dict[str, float]:
     if ended:
         metrics["episodes/mean_terminated_length"] = sum(ended) / len(ended)
     return metrics
+
+
+def episode_columns(episodes: list[Any], slots: bool = False) -> dict[str, list[Any]]:
+    """The ``rollout_func`` output TRL reads of ``episodes`` (:class:`~backtrack_gym.agents.lm.LMEpisode`).
+
+    ``prompt_ids``, ``completion_ids`` and ``logprobs`` (TRL's required keys) and
+    ``env_mask`` (1 on the model's tokens: TRL attends to the env's but puts no loss on
+    them); with ``slots`` also ``slot_input_ids``, ``slot_position_ids`` and
+    ``slot_masked_from`` (:data:`SLOT_COLUMNS`), which TRL passes through untouched.
+    """
+    columns = {
+        "prompt_ids": [e.prompt_ids for e in episodes],
+        "completion_ids": [e.completion_ids for e in episodes],
+        "logprobs": [e.logprobs for e in episodes],
+        "env_mask": [e.model_mask for e in episodes],
+    }
+    if slots:
+        columns |= {f"slot_{name}": [getattr(e, name) for e in episodes] for name in SLOT_COLUMNS}
+    return columns
+
+
+def bksp_rate(episodes: list[Any], bksp_id: int) -> float:
+    """The share of the episodes' model tokens that are ``<bksp>`` (0 when they wrote none)."""
+    written = [t for e in episodes for t, m in zip(e.completion_ids, e.model_mask, strict=True) if m]
+    return written.count(bksp_id) / len(written) if written else 0.0
 
 
 def _plain_info(info: dict[str, Any]) -> dict[str, Any]:
