@@ -100,7 +100,8 @@ def test_the_overridden_trl_methods_are_still_those_of_trl_1_16():
 
     from backtrack_gym.train.grpo_backspace import PINNED
 
-    assert trl.__version__.split(".")[:2] == ["1", "16"], f"re-check train/grpo_backspace.py against TRL {trl.__version__}"
+    version = trl.__version__
+    assert version.split(".")[:2] == ["1", "16"], f"re-check train/grpo_backspace.py against TRL {version}"
     for name, parameters in PINNED.items():
         assert tuple(inspect.signature(getattr(GRPOTrainer, name)).parameters) == parameters, name
     score = inspect.getsource(GRPOTrainer._generate_and_score_completions)
