@@ -225,7 +225,8 @@ def episode_columns(episodes: list[Any], slots: bool = False) -> dict[str, list[
     ``prompt_ids``, ``completion_ids`` and ``logprobs`` (TRL's required keys) and
     ``env_mask`` (1 on the model's tokens: TRL attends to the env's but puts no loss on
     them); with ``slots`` also ``slot_input_ids``, ``slot_position_ids`` and
-    ``slot_masked_from`` (:data:`SLOT_COLUMNS`), which TRL passes through untouched.
+    ``slot_masked_from`` (:data:`SLOT_COLUMNS`), which the backspace trainer
+    (:mod:`.grpo_backspace`) takes out before TRL scores the batch.
     """
     columns = {
         "prompt_ids": [e.prompt_ids for e in episodes],
