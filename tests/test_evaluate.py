@@ -222,8 +222,9 @@ def test_an_evaluation_counts_each_distinct_problem_once_with_intervals_and_targ
     assert solved == [float(r["greedy"]["solved"]) for r in records]
     assert tuple(greedy["intervals"]["solve_rate"].values()) == mean_interval(solved)
     sample = report["summary"]["sample"]
-    labels = {"dead_end_steps", "dead_ends_left", "backtracks", "backtracks_from_solvable"}
+    labels = {"dead_end_steps", "dead_ends_left", "backtracks", "backtracks_from_solvable", "wrong_line", "recovered"}
     precision = {"backtrack_precision"} if sample["backtracks"] else set()
+    precision |= {"recovery_rate"} if any(_wrong(e) for r in records for e in r["sample"]) else set()
     assert set(sample["intervals"]) == {"solve_rate", "pass@1", "pass@2", "maj@1", "maj@2"} | labels | precision
     # the dead-end labels' outcomes are each problem's mean over its episodes, as the episodes counted them
     dead_ends = report["outcomes"]["summary"]["sample"]["dead_end_steps"]
@@ -565,6 +566,22 @@ def test_main_job_cli_prints_the_table_and_writes_results_and_plots(tmp_path, ca
     # A finished run prints its table again without training.
     assert main([*args, "--eval.n", "4"]) == 0
     assert "grpo" in capsys.readouterr().out
+
+
+def _wrong(episode):
+    return episode["invalid_steps"] > 0 or episode["backtracks"] > 0
+
+
+def test_recovery_rate_is_the_solved_share_of_the_episodes_with_a_wrong_line(tiny_model_dir, tmp_path):
+    # Sampled at temperature 1, the untrained model writes whole lines, most of them wrong.
+    config = eval_config(tiny_model_dir, n=30, methods=["sample"], samples=2, episode={"max_new_tokens": 64})
+    report = evaluate(replace_output(config, tmp_path))
+    episodes = [e for r in report["problems"] for e in r["sample"]]
+    wrong = [e for e in episodes if _wrong(e)]
+    assert wrong
+    assert report["summary"]["sample"]["recovery_rate"] == pytest.approx(sum(e["solved"] for e in wrong) / len(wrong))
+    outcomes = report["outcomes"]["summary"]["sample"]
+    assert outcomes["wrong_line"] == [statistics.fmean(map(_wrong, r["sample"])) for r in report["problems"]]
 
 
 def test_backtrack_precision_is_pooled_over_the_backtracks_with_a_ratio_interval():

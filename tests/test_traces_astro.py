@@ -12,12 +12,12 @@ def replay(task, problem, trace, token="<backtrack>"):
     return episode, invalid
 
 
-def check(n):
+def check(n, **options):
     task = MathTask()
     solved = 0
     for index in range(n):
         problem = task.generate(index)
-        trace = write_trace(task, problem, "astro", rng=np.random.default_rng(index))
+        trace = write_trace(task, problem, "astro", rng=np.random.default_rng(index), **options)
         episode, invalid = replay(task, problem, trace)
         assert not invalid
         assert episode.stats.backtracks == trace.backtracks and episode.state == trace.final_state
@@ -31,9 +31,38 @@ def test_astro_traces_replay_solved_on_100_problems():
     assert check(100) >= 90
 
 
+def test_whole_search_traces_replay_solved():
+    assert check(30, linearisation="search") >= 27
+
+
 @pytest.mark.slow
 def test_astro_traces_replay_solved_on_1000_problems():
     assert check(1000) >= 900
+
+
+def test_solution_path_detours_are_bounded_and_shorter_than_the_search():
+    task = MathTask()
+    for index in range(30):
+        problem = task.generate(index)
+        path = {
+            k: write_trace(task, problem, "astro", rng=np.random.default_rng(index), max_detours=k) for k in (0, 1, 3)
+        }
+        search = write_trace(task, problem, "astro", rng=np.random.default_rng(index), linearisation="search")
+        if not search.solved:
+            continue
+        assert path[0].backtracks == 0 and path[0].reflections == 0 and path[0].solved
+        for k, trace in path.items():
+            assert trace.reflections <= k and trace.solved and trace.lines[-1] == search.lines[-1]
+        assert len(path[3].lines) <= len(search.lines)
+
+
+def test_linearisation_options_are_checked():
+    task = MathTask()
+    problem = task.generate(0)
+    with pytest.raises(ValueError, match="linearisation"):
+        write_trace(task, problem, "astro", linearisation="bfs")
+    with pytest.raises(ValueError, match="max_detours"):
+        write_trace(task, problem, "astro", max_detours=-1)
 
 
 def test_astro_trace_reflects_then_backtracks_and_is_deterministic():

@@ -559,11 +559,27 @@ def _split_tokens(episode: Any, budget: int | None = None) -> tuple[list[int], l
 # per-problem outcomes with intervals, and backtrack precision is drawn from two of them.
 SEARCH_RECORD = ("dead_end_steps", "dead_ends_left", "backtracks_from_solvable", "distinct_states", "deepest_depth")
 SEARCH_OUTCOMES = ("dead_end_steps", "dead_ends_left", "backtracks", "backtracks_from_solvable")
+# Each pooled ratio's (numerator, denominator) outcomes, summed over the problems.
+POOLED_RATIOS = {"backtrack_precision": ("dead_ends_left", "backtracks"), "recovery_rate": ("recovered", "wrong_line")}
+
+
+def _wrong_line(record: dict[str, Any]) -> bool:
+    """The episode wrote a line that was wrong: one the env rejected, or one it later backtracked."""
+    return record["invalid_steps"] > 0 or record["backtracks"] > 0
 
 
 def _search_outcomes(per_problem: list[list[dict[str, Any]]]) -> dict[str, list[float]]:
-    """Per problem, the mean over its episodes of each of :data:`SEARCH_OUTCOMES`."""
-    return {name: [statistics.fmean(r[name] for r in records) for records in per_problem] for name in SEARCH_OUTCOMES}
+    """Per problem, the mean over its episodes of each of :data:`SEARCH_OUTCOMES`, of
+    ``wrong_line`` (the episode needed a correction, :func:`_wrong_line`) and of ``recovered``
+    (it needed one and still solved the problem)."""
+    outcomes = {
+        name: [statistics.fmean(r[name] for r in records) for records in per_problem] for name in SEARCH_OUTCOMES
+    }
+    outcomes["wrong_line"] = [statistics.fmean(_wrong_line(r) for r in records) for records in per_problem]
+    outcomes["recovered"] = [
+        statistics.fmean(_wrong_line(r) and r["solved"] for r in records) for records in per_problem
+    ]
+    return outcomes
 
 
 def add_intervals(summary: dict[str, Any], curves: dict[str, list[dict[str, Any]]], outcomes: dict[str, Any]) -> None:
@@ -571,21 +587,23 @@ def add_intervals(summary: dict[str, Any], curves: dict[str, list[dict[str, Any]
     of ``curves`` its 95% bootstrap interval ``{ci_low, ci_high}``, drawn from ``outcomes``' values:
     one per problem, or a (seeds, problems) array, resampled over seeds then problems.
 
-    Where the outcomes hold dead ends left and backtracks, ``summary[method]`` gets
-    ``backtrack_precision`` too: the share of all backtracks that left a dead end (None
-    without a backtrack), with its ratio interval (:func:`~.statistics.ratio_interval`).
+    Pooled ratios of two outcomes get their ratio interval (:func:`~.statistics.ratio_interval`),
+    and None where the denominator is 0 everywhere: ``backtrack_precision``, the share of all
+    backtracks that left a dead end, and ``recovery_rate``, the share of the episodes with a
+    wrong line (ASTRO's problems "that need correction") that still solved the problem.
     """
     import numpy as np
 
     for method, stats in outcomes["summary"].items():
         summary[method]["intervals"] = {stat: _interval(values) for stat, values in stats.items()}
-        if "dead_ends_left" in stats and "backtracks" in stats:
-            left, backtracks = np.asarray(stats["dead_ends_left"]), np.asarray(stats["backtracks"])
-            precision = float(left.mean() / backtracks.mean()) if backtracks.any() else None
-            summary[method]["backtrack_precision"] = precision
-            interval = ratio_interval(left, backtracks)
+        for name, (numerator, denominator) in POOLED_RATIOS.items():
+            if numerator not in stats or denominator not in stats:
+                continue
+            top, bottom = np.asarray(stats[numerator]), np.asarray(stats[denominator])
+            summary[method][name] = float(top.mean() / bottom.mean()) if bottom.any() else None
+            interval = ratio_interval(top, bottom)
             if interval is not None:
-                summary[method]["intervals"]["backtrack_precision"] = {"ci_low": interval[0], "ci_high": interval[1]}
+                summary[method]["intervals"][name] = {"ci_low": interval[0], "ci_high": interval[1]}
     for name, per_point in outcomes["curves"].items():
         for point, values in zip(curves[name], per_point, strict=True):
             point.update(_interval(values))

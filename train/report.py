@@ -328,6 +328,7 @@ def _stage_row(stage: str, summary: dict[str, Any], train_seconds: float) -> dic
         # The dead-end labels' measures (results from before them have none: "–").
         "dead_end_steps": rate(summary["greedy"], "dead_end_steps"),
         "backtrack_precision": rate(summary["greedy"], "backtrack_precision"),
+        "recovery_rate": rate(summary["greedy"], "recovery_rate"),
         "sampled": rate(summary["sample"], "pass@1"),
         widest: rate(summary["sample"], widest),
         "train_seconds": train_seconds,

@@ -1,13 +1,25 @@
 """ASTRO traces: an MCTS search written as one chain of thought (Kim et al. 2025, arXiv 2507.00417).
 
-The search (:func:`backtrack_gym.agents.mcts.mcts`) creates its nodes in some order;
-the trace visits them in that order. Going to a node off the current path first writes
+The search (:func:`backtrack_gym.agents.mcts.mcts`) gives a tree; a linearisation picks
+the nodes the trace visits, in order. Going to a node off the current path first writes
 a reflection line on the line being left (free text, e.g. "But wait, that gives 36,
 which does not lead to the answer."), then one backtrack line per step undone (the
 env's ``backtrack_token``, so the env undoes them), then a free-text "go back" line;
-then it writes the node's line. The trace ends on the path of the first verified right
-answer (a rollout's continuation written last). Every line is in the Math grammar, so a
-trace replays in the env (completion mode, backtracking on) to the state it ends in.
+then it writes the node's lines. Two linearisations:
+
+- ``solution_path`` (default): the path to the first verified right answer, with up to
+  ``max_detours`` detours. A detour leaves the path at a node with a failed child,
+  follows that child's most-visited branch to its end (a wrong answer or a dead end),
+  reflects and backtracks to the node. This follows ASTRO's selection, which curates
+  search paths that recover from wrong terminal nodes and end at a right one; the rule
+  choosing the detours (random path nodes, the most-visited failed branch) is ours.
+- ``search``: every node the search created, in creation order, up to the solution: the
+  whole search, a trace far longer than the paper's (docs/astro.md).
+
+A trace ends on the path of the first verified right answer (a rollout's continuation
+written last); an unsolved search writes ``solution_path``'s most-visited path (no
+answer found) or the whole search. Every line is in the Math grammar, so a trace
+replays in the env (completion mode, backtracking on) to the state it ends in.
 """
 
 from __future__ import annotations
@@ -17,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from backtrack_gym.agents.mcts import MathTaskProposer, MCTSConfig, mcts
+from backtrack_gym.agents.mcts import MathTaskProposer, MCTSConfig, Node, SearchTree, mcts
 from backtrack_gym.agents.traces.core import Trace, TraceFull, TraceWriter
 from backtrack_gym.envs.core import BACKTRACK, Task
 from backtrack_gym.envs.math.grammar import MAX_LINE_CHARS
@@ -33,6 +45,7 @@ GO_BACK = (
     "Let me go back to the step after {value} and try another way.",
 )
 GO_BACK_TO_START = ("Let me go back to the question and start again.", "Let me start over from the question.")
+LINEARISATIONS = ("solution_path", "search")
 
 
 def _check_phrases(name: str, phrases: Any) -> tuple[str, ...]:
@@ -78,6 +91,34 @@ class _Linearizer:
             self.lines.append(line)
 
 
+def _most_visited_leaf(node: Node) -> Node:
+    """The end of ``node``'s most-visited branch (the first created among equals)."""
+    while node.children:
+        node = max(node.children, key=lambda child: child.visits)
+    return node
+
+
+def solution_path_targets(tree: SearchTree, rng: np.random.Generator, max_detours: int) -> list[tuple[str, ...]]:
+    """The line sequences a ``solution_path`` trace goes to, in order (see the module docstring).
+
+    The branch points are the solution path's tree nodes with a child off the path (the
+    solution node too, when the answer came from its rollout); up to ``max_detours`` of
+    them, drawn from ``rng``, each get a detour to the end of their most-visited failed
+    child's most-visited branch, in path order. An unsolved tree gives its most-visited path.
+    """
+    if tree.solution_node is None:
+        return [_most_visited_leaf(tree.root).lines]
+    path = [tree.solution_node]
+    while path[-1].parent is not None:
+        path.append(path[-1].parent)
+    path.reverse()  # root ... solution_node
+    on_path = {id(node) for node in path}
+    points = [failed for node in path if (failed := [child for child in node.children if id(child) not in on_path])]
+    chosen = sorted(rng.choice(len(points), size=min(max_detours, len(points)), replace=False)) if points else []
+    detours = [_most_visited_leaf(max(points[k], key=lambda child: child.visits)).lines for k in chosen]
+    return [*detours, tree.solution]
+
+
 def astro(
     task: Task,
     problem: Any,
@@ -96,16 +137,23 @@ def astro(
     go_back: Sequence[str] = GO_BACK,
     go_back_to_start: Sequence[str] = GO_BACK_TO_START,
     proposer: Any = None,
+    linearisation: str = "solution_path",
+    max_detours: int = 2,
     **_: object,
 ) -> Trace:
     """An MCTS search of ``problem`` linearised as a chain of thought (see the module docstring).
 
-    The search's options are :class:`~backtrack_gym.agents.mcts.MCTSConfig`'s (``c``
+    ``linearisation`` is ``solution_path`` (with up to ``max_detours`` detours) or
+    ``search``. The search's options are :class:`~backtrack_gym.agents.mcts.MCTSConfig`'s (``c``
     defaults to sqrt(2)), the proposer's (``slip``, ``slips``) or a ``proposer``; the
     phrases are lists of one-line templates with ``{value}`` (the value of the line
     left, or the one gone back to), one drawn from ``rng`` each time. The search and the
     phrases both draw from ``rng``, so a trace is deterministic per seed.
     """
+    if linearisation not in LINEARISATIONS:
+        raise ValueError(f"linearisation must be one of {list(LINEARISATIONS)}, got {linearisation!r}")
+    if isinstance(max_detours, bool) or not isinstance(max_detours, int) or max_detours < 0:
+        raise ValueError(f"max_detours must be an integer >= 0, got {max_detours!r}")
     phrases = {
         "reflections": _check_phrases("reflections", reflections),
         "go_back": _check_phrases("go_back", go_back),
@@ -121,12 +169,16 @@ def astro(
     tree = mcts(task, problem, proposer or MathTaskProposer(slip=slip, slips=slips), config, rng=rng)
     writer = TraceWriter(task, problem, backtrack_token=backtrack_token, max_lines=max_lines)
     out = _Linearizer(writer, task, rng, phrases)
-    try:
+    if linearisation == "solution_path":
+        targets = solution_path_targets(tree, rng, max_detours)
+    else:
         stop = tree.solution_node.order if tree.solution_node is not None else len(tree.nodes) - 1
-        for node in tree.nodes[1 : stop + 1]:
-            out.go_to(node.lines)
+        targets = [node.lines for node in tree.nodes[1 : stop + 1]]
         if tree.solution is not None:
-            out.go_to(tree.solution)
+            targets.append(tree.solution)
+    try:
+        for target in targets:
+            out.go_to(target)
     except TraceFull:
         pass
     trace = writer.finish()
